@@ -1,0 +1,1 @@
+"""execbudget: execution budgets held before the spend."""
