@@ -1,0 +1,432 @@
+"""
+``Ledger`` and ``AsyncLedger``: the public face of every backend.
+
+They validate input before it reaches a store (a negative, absurd or duplicated amount is
+a ``ConfigurationError`` and writes nothing), turn every driver error into
+``LedgerUnavailable`` at one choke point, and turn a denial into a typed
+``BudgetExceeded``. The pure parts are shared; each method of the two classes is the same
+three steps, check → call the store → interpret, differing only by ``await``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from ..clock import Clock
+from ..errors import BudgetExceeded, ConfigurationError, LedgerUnavailable
+from ..units import DENIAL_TYPES, check_units, display
+from ._registry import DEFAULT_URL, make_storage
+from ._storage import AsyncStorage, Storage
+from ._types import (
+    Denial,
+    Event,
+    HoldRecord,
+    LineKey,
+    LineRequest,
+    LineState,
+    OnExpiry,
+    ReserveOutcome,
+    ReserveStatus,
+    SettleMode,
+    SettleOutcome,
+)
+
+DEFAULT_TTL_S: Final = 300.0
+_MAX_RID: Final = 200
+
+
+# -- shared pure steps -----------------------------------------------------------------
+def new_rid() -> str:
+    return uuid.uuid4().hex
+
+
+def check_reserve(rid: str, lines: Sequence[LineRequest], ttl_s: float) -> int:
+    """Validate a reserve; returns the TTL in ms. Raises ConfigurationError, writes nothing."""
+    check_rid(rid)
+    if not (ttl_s > 0) or ttl_s > 366 * 86400:
+        raise ConfigurationError(f"hold ttl must be between 0 and a year of seconds, got {ttl_s}")
+    seen: set[LineKey] = set()
+    for line in lines:
+        if not isinstance(line, LineRequest):
+            raise ConfigurationError(f"a reserve takes LineRequest objects, got {line!r}")
+        if line.key in seen:
+            raise ConfigurationError(f"line {line.key} appears twice in one reserve")
+        seen.add(line.key)
+        if not line.key.scope or not line.key.window or not line.key.dimension:
+            raise ConfigurationError(f"line {line.key} needs a scope, a window and a dimension")
+        check_units(line.limit, what=f"limit of {line.key}")
+        check_units(line.amount, what=f"amount of {line.key}")
+    return max(1, round(ttl_s * 1000))
+
+
+def check_rid(rid: str) -> None:
+    if not isinstance(rid, str) or not rid or len(rid) > _MAX_RID:
+        raise ConfigurationError(f"a reservation id must be a string of 1–{_MAX_RID} characters")
+
+
+def check_actual(actual: Mapping[str, int] | None) -> Mapping[str, int] | None:
+    if actual is None:
+        return None
+    for dim, value in actual.items():
+        check_units(value, what=f"actual {dim}")
+    return actual
+
+
+def denial_error(
+    denial: Denial, lines: Sequence[LineRequest], currency: str = "USD"
+) -> BudgetExceeded:
+    """The typed exception for a denial, with amounts in the units people read."""
+    dim = denial.key.dimension
+    cls = DENIAL_TYPES.get(dim, BudgetExceeded)
+    end_ms = lines[denial.index].window_end_ms if denial.index < len(lines) else None
+    resets = datetime.fromtimestamp(end_ms / 1000, tz=UTC) if end_ms else None
+    return cls(
+        scope=denial.key.scope,
+        dimension=dim,
+        limit=display(dim, denial.limit, currency),
+        spent=display(dim, denial.spent, currency),
+        held=display(dim, denial.held, currency),
+        requested=display(dim, denial.requested, currency),
+        window=denial.key.window,
+        resets_at=resets,
+        reason=denial.reason,
+    )
+
+
+@contextmanager
+def guarded(backend: str, base_exceptions: tuple[type[BaseException], ...]) -> Iterator[None]:
+    """Every driver error becomes LedgerUnavailable, chained to the original."""
+    try:
+        yield
+    except (ConfigurationError, BudgetExceeded):
+        raise
+    except base_exceptions as exc:
+        raise LedgerUnavailable(backend, f"{type(exc).__name__}: {exc}") from exc
+
+
+def _describe(storage: Any, url: str) -> str:
+    return url or f"{getattr(storage, 'scheme', 'custom')}://"
+
+
+# -- sync ------------------------------------------------------------------------------
+class Ledger:
+    """
+    A ledger of budget lines: reserve a chain all-or-nothing, then commit or release.
+
+    ``Ledger.from_url("sqlite:///.execbudget/ledger.db")``; ``memory://`` for tests.
+    """
+
+    def __init__(self, storage: Storage, *, url: str = "", currency: str = "USD") -> None:
+        self.storage = storage
+        self.url = _describe(storage, url)
+        self.currency = currency
+        self._errors = storage.base_exceptions
+
+    @classmethod
+    def from_url(cls, url: str = DEFAULT_URL, *, clock: Clock | None = None) -> Ledger:
+        with guarded(url, _ALL_DRIVER_ERRORS):
+            return cls(make_storage(url, clock=clock), url=url)
+
+    def try_reserve(
+        self,
+        lines: Sequence[LineRequest],
+        *,
+        rid: str | None = None,
+        ttl_s: float = DEFAULT_TTL_S,
+        on_expiry: OnExpiry = OnExpiry.RELEASE,
+        charge_now: bool = False,
+    ) -> tuple[str, ReserveOutcome]:
+        """Reserve and return ``(rid, outcome)``; a denial is an outcome, not an error."""
+        rid = rid or new_rid()
+        ttl_ms = check_reserve(rid, lines, ttl_s)
+        if not lines:
+            return rid, ReserveOutcome(ReserveStatus.OK, None)
+        with guarded(self.url, self._errors):
+            return rid, self.storage.reserve(
+                rid, lines, ttl_ms, on_expiry=on_expiry, charge_now=charge_now
+            )
+
+    def reserve(
+        self,
+        lines: Sequence[LineRequest],
+        *,
+        rid: str | None = None,
+        ttl_s: float = DEFAULT_TTL_S,
+        on_expiry: OnExpiry = OnExpiry.RELEASE,
+        charge_now: bool = False,
+    ) -> str:
+        """Reserve, or raise the ``BudgetExceeded`` subclass of the refusing line."""
+        rid, outcome = self.try_reserve(
+            lines, rid=rid, ttl_s=ttl_s, on_expiry=on_expiry, charge_now=charge_now
+        )
+        if outcome.denial is not None:
+            raise denial_error(outcome.denial, lines, self.currency)
+        return rid
+
+    def commit(self, rid: str, actual: Mapping[str, int] | None = None) -> SettleOutcome:
+        """Charge the actual usage (per dimension; omitted dimensions in full) and settle."""
+        check_rid(rid)
+        actual = check_actual(actual)
+        with guarded(self.url, self._errors):
+            return self.storage.settle(rid, SettleMode.COMMIT, actual)
+
+    def release(self, rid: str) -> SettleOutcome:
+        check_rid(rid)
+        with guarded(self.url, self._errors):
+            return self.storage.settle(rid, SettleMode.RELEASE)
+
+    def expire(self, rid: str, *, charge: bool = False) -> SettleOutcome:
+        check_rid(rid)
+        mode = SettleMode.EXPIRE_CHARGE if charge else SettleMode.EXPIRE
+        with guarded(self.url, self._errors):
+            return self.storage.settle(rid, mode)
+
+    def extend(self, rid: str, ttl_s: float) -> bool:
+        check_rid(rid)
+        with guarded(self.url, self._errors):
+            return self.storage.extend(rid, max(1, round(ttl_s * 1000)))
+
+    def reap(self, limit: int = 200) -> int:
+        with guarded(self.url, self._errors):
+            return self.storage.reap(limit)
+
+    def lines(self, scope_prefix: str = "") -> list[LineState]:
+        with guarded(self.url, self._errors):
+            return self.storage.lines(scope_prefix)
+
+    def holds(self, scope_prefix: str = "") -> list[HoldRecord]:
+        with guarded(self.url, self._errors):
+            return self.storage.holds(scope_prefix)
+
+    def hold(self, rid: str) -> HoldRecord | None:
+        with guarded(self.url, self._errors):
+            return self.storage.hold(rid)
+
+    def events(self, after_seq: int = 0, limit: int = 1000) -> list[Event]:
+        with guarded(self.url, self._errors):
+            return self.storage.events(after_seq, limit)
+
+    def set_limit(self, key: LineKey, limit: int | None) -> None:
+        if limit is not None:
+            check_units(limit, what=f"limit of {key}")
+        with guarded(self.url, self._errors):
+            self.storage.set_limit(key, limit)
+
+    def block(self, key: LineKey, reason: str | None = "killed") -> None:
+        with guarded(self.url, self._errors):
+            self.storage.block(key, reason)
+
+    def purge(self, settled_before_ms: int) -> int:
+        with guarded(self.url, self._errors):
+            return self.storage.purge(settled_before_ms)
+
+    def now_ms(self) -> int:
+        with guarded(self.url, self._errors):
+            return self.storage.now_ms()
+
+    def close(self) -> None:
+        with guarded(self.url, self._errors):
+            self.storage.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# -- async -----------------------------------------------------------------------------
+class ThreadedStorage:
+    """
+    A sync storage served to asyncio. Blocking stores (SQLite waits on a file lock) run in
+    a worker thread; ``memory://`` never blocks and is called directly.
+    """
+
+    def __init__(self, storage: Storage) -> None:
+        self.sync = storage
+        self.scheme = storage.scheme
+        self.base_exceptions = storage.base_exceptions
+        self._offload = storage.scheme != "memory"
+
+    async def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        if self._offload:
+            return await asyncio.to_thread(fn, *args, **kwargs)
+        return fn(*args, **kwargs)
+
+    async def reserve(
+        self,
+        rid: str,
+        lines: Sequence[LineRequest],
+        ttl_ms: int,
+        *,
+        on_expiry: OnExpiry = OnExpiry.RELEASE,
+        charge_now: bool = False,
+    ) -> ReserveOutcome:
+        result: ReserveOutcome = await self._call(
+            self.sync.reserve, rid, lines, ttl_ms, on_expiry=on_expiry, charge_now=charge_now
+        )
+        return result
+
+    def __getattr__(self, name: str) -> Any:
+        fn = getattr(self.sync, name)
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            return await self._call(fn, *args, **kwargs)
+
+        return call
+
+    async def aclose(self) -> None:
+        await self._call(self.sync.close)
+
+
+class AsyncLedger:
+    """The asyncio twin of ``Ledger``: the same methods, awaited."""
+
+    def __init__(
+        self, storage: AsyncStorage | Storage, *, url: str = "", currency: str = "USD"
+    ) -> None:
+        self.storage: Any = ThreadedStorage(storage) if isinstance(storage, Storage) else storage
+        self.url = _describe(storage, url)
+        self.currency = currency
+        self._errors = storage.base_exceptions
+
+    @classmethod
+    def from_url(cls, url: str = DEFAULT_URL, *, clock: Clock | None = None) -> AsyncLedger:
+        with guarded(url, _ALL_DRIVER_ERRORS):
+            return cls(make_storage(url, clock=clock, asynchronous=True), url=url)
+
+    async def try_reserve(
+        self,
+        lines: Sequence[LineRequest],
+        *,
+        rid: str | None = None,
+        ttl_s: float = DEFAULT_TTL_S,
+        on_expiry: OnExpiry = OnExpiry.RELEASE,
+        charge_now: bool = False,
+    ) -> tuple[str, ReserveOutcome]:
+        rid = rid or new_rid()
+        ttl_ms = check_reserve(rid, lines, ttl_s)
+        if not lines:
+            return rid, ReserveOutcome(ReserveStatus.OK, None)
+        with guarded(self.url, self._errors):
+            outcome: ReserveOutcome = await self.storage.reserve(
+                rid, lines, ttl_ms, on_expiry=on_expiry, charge_now=charge_now
+            )
+            return rid, outcome
+
+    async def reserve(
+        self,
+        lines: Sequence[LineRequest],
+        *,
+        rid: str | None = None,
+        ttl_s: float = DEFAULT_TTL_S,
+        on_expiry: OnExpiry = OnExpiry.RELEASE,
+        charge_now: bool = False,
+    ) -> str:
+        rid, outcome = await self.try_reserve(
+            lines, rid=rid, ttl_s=ttl_s, on_expiry=on_expiry, charge_now=charge_now
+        )
+        if outcome.denial is not None:
+            raise denial_error(outcome.denial, lines, self.currency)
+        return rid
+
+    async def commit(self, rid: str, actual: Mapping[str, int] | None = None) -> SettleOutcome:
+        check_rid(rid)
+        actual = check_actual(actual)
+        with guarded(self.url, self._errors):
+            outcome: SettleOutcome = await self.storage.settle(rid, SettleMode.COMMIT, actual)
+            return outcome
+
+    async def release(self, rid: str) -> SettleOutcome:
+        check_rid(rid)
+        with guarded(self.url, self._errors):
+            outcome: SettleOutcome = await self.storage.settle(rid, SettleMode.RELEASE)
+            return outcome
+
+    async def expire(self, rid: str, *, charge: bool = False) -> SettleOutcome:
+        check_rid(rid)
+        mode = SettleMode.EXPIRE_CHARGE if charge else SettleMode.EXPIRE
+        with guarded(self.url, self._errors):
+            outcome: SettleOutcome = await self.storage.settle(rid, mode)
+            return outcome
+
+    async def extend(self, rid: str, ttl_s: float) -> bool:
+        check_rid(rid)
+        with guarded(self.url, self._errors):
+            return bool(await self.storage.extend(rid, max(1, round(ttl_s * 1000))))
+
+    async def reap(self, limit: int = 200) -> int:
+        with guarded(self.url, self._errors):
+            return int(await self.storage.reap(limit))
+
+    async def lines(self, scope_prefix: str = "") -> list[LineState]:
+        with guarded(self.url, self._errors):
+            return list(await self.storage.lines(scope_prefix))
+
+    async def holds(self, scope_prefix: str = "") -> list[HoldRecord]:
+        with guarded(self.url, self._errors):
+            return list(await self.storage.holds(scope_prefix))
+
+    async def hold(self, rid: str) -> HoldRecord | None:
+        with guarded(self.url, self._errors):
+            record: HoldRecord | None = await self.storage.hold(rid)
+            return record
+
+    async def events(self, after_seq: int = 0, limit: int = 1000) -> list[Event]:
+        with guarded(self.url, self._errors):
+            return list(await self.storage.events(after_seq, limit))
+
+    async def set_limit(self, key: LineKey, limit: int | None) -> None:
+        if limit is not None:
+            check_units(limit, what=f"limit of {key}")
+        with guarded(self.url, self._errors):
+            await self.storage.set_limit(key, limit)
+
+    async def block(self, key: LineKey, reason: str | None = "killed") -> None:
+        with guarded(self.url, self._errors):
+            await self.storage.block(key, reason)
+
+    async def purge(self, settled_before_ms: int) -> int:
+        with guarded(self.url, self._errors):
+            return int(await self.storage.purge(settled_before_ms))
+
+    async def now_ms(self) -> int:
+        with guarded(self.url, self._errors):
+            return int(await self.storage.now_ms())
+
+    async def aclose(self) -> None:
+        with guarded(self.url, self._errors):
+            await self.storage.aclose()
+
+    async def __aenter__(self) -> AsyncLedger:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+def _driver_errors() -> tuple[type[BaseException], ...]:
+    import sqlite3
+
+    errors: list[type[BaseException]] = [sqlite3.Error, OSError]
+    try:
+        import redis
+
+        errors.append(redis.RedisError)
+    except ImportError:
+        pass
+    try:
+        import psycopg
+
+        errors.append(psycopg.Error)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+_ALL_DRIVER_ERRORS: Final = _driver_errors()

@@ -1,0 +1,448 @@
+"""
+``sqlite:///path``: the embedded default ledger, shared by every process on one host.
+
+Every operation is one ``BEGIN IMMEDIATE`` transaction: the write lock is taken up front,
+so ``busy_timeout`` is honoured and the check-then-write of a reserve is atomic across
+processes (a deferred transaction that later writes can fail with SQLITE_BUSY at once).
+WAL mode lets readers run beside the single writer. ``synchronous`` is a URL option:
+``NORMAL`` (default) survives an application crash and may lose the last transactions on
+an OS crash or power loss; ``FULL`` loses nothing that was acknowledged.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, ClassVar, Final
+
+from ..clock import SYSTEM_CLOCK, Clock
+from ..errors import ConfigurationError
+from ._memory import charges_for
+from ._types import (
+    Denial,
+    Event,
+    HoldRecord,
+    HoldState,
+    LineKey,
+    LineRequest,
+    LineState,
+    OnExpiry,
+    ReserveOutcome,
+    ReserveStatus,
+    SettleMode,
+    SettleOutcome,
+    SettleStatus,
+)
+
+SCHEMA_VERSION: Final = 1
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS eb_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS eb_line (
+    id INTEGER PRIMARY KEY,
+    scope TEXT NOT NULL, win TEXT NOT NULL, dim TEXT NOT NULL,
+    lim INTEGER NOT NULL, override INTEGER,
+    spent INTEGER NOT NULL DEFAULT 0,
+    held INTEGER NOT NULL DEFAULT 0 CHECK (held >= 0),
+    overrun INTEGER NOT NULL DEFAULT 0,
+    blocked TEXT,
+    window_end_ms INTEGER,
+    UNIQUE (scope, win, dim)
+);
+CREATE TABLE IF NOT EXISTS eb_hold (
+    rid TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    lines TEXT NOT NULL,
+    charged TEXT,
+    created_ms INTEGER NOT NULL,
+    expires_at_ms INTEGER NOT NULL,
+    on_expiry TEXT NOT NULL,
+    settled_ms INTEGER
+);
+CREATE INDEX IF NOT EXISTS eb_hold_due ON eb_hold (expires_at_ms) WHERE state = 'held';
+CREATE INDEX IF NOT EXISTS eb_hold_settled ON eb_hold (settled_ms) WHERE state <> 'held';
+CREATE TABLE IF NOT EXISTS eb_event (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts_ms INTEGER NOT NULL, kind TEXT NOT NULL, rid TEXT NOT NULL, lines TEXT NOT NULL
+);
+"""
+_SYNC_MODES: Final = ("OFF", "NORMAL", "FULL", "EXTRA")
+_SETTLED_STATE: Final = {
+    SettleMode.COMMIT: HoldState.COMMITTED,
+    SettleMode.RELEASE: HoldState.RELEASED,
+    SettleMode.EXPIRE: HoldState.EXPIRED,
+    SettleMode.EXPIRE_CHARGE: HoldState.EXPIRED_CHARGE,
+}
+
+
+class SQLiteStorage:
+    """A ledger in one SQLite file: WAL, ``BEGIN IMMEDIATE``, a busy timeout."""
+
+    scheme: ClassVar[str] = "sqlite"
+    base_exceptions: ClassVar[tuple[type[BaseException], ...]] = (sqlite3.Error, OSError)
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        synchronous: str = "NORMAL",
+        busy_timeout_ms: int = 30_000,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        mode = synchronous.upper()
+        if mode not in _SYNC_MODES:
+            raise ConfigurationError(
+                f"sqlite synchronous={synchronous!r} is not one of {', '.join(_SYNC_MODES)}"
+            )
+        if busy_timeout_ms < 0:
+            raise ConfigurationError("sqlite busy_timeout_ms must not be negative")
+        self.path = Path(path)
+        self.synchronous = mode
+        self.busy_timeout_ms = busy_timeout_ms
+        self.clock = clock
+        self._local = threading.local()
+        self._ids: dict[LineKey, int] = {}
+        self._keys: dict[int, LineKey] = {}
+        self._connections: list[sqlite3.Connection] = []
+        self._conns_lock = threading.Lock()
+        self._conn()  # open now, so a bad path or a corrupt file fails at construction
+
+    # -- connection ------------------------------------------------------------------
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None:
+            return conn
+        if str(self.path) != ":memory:":
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(
+            str(self.path),
+            isolation_level=None,
+            check_same_thread=False,
+            timeout=self.busy_timeout_ms / 1000,
+        )
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+            conn.execute("PRAGMA journal_mode = WAL").fetchone()
+            conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+            self._migrate(conn)
+        except BaseException:
+            conn.close()
+            raise
+        self._local.conn = conn
+        with self._conns_lock:
+            self._connections.append(conn)
+        return conn
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            row = conn.execute("SELECT value FROM eb_meta WHERE key = 'schema'").fetchone()
+            if row is None:
+                conn.execute(
+                    "INSERT INTO eb_meta (key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),)
+                )
+            elif int(row[0]) > SCHEMA_VERSION:
+                raise ConfigurationError(
+                    f"ledger file {self.path} has schema version {row[0]}, newer than this "
+                    f"execbudget understands ({SCHEMA_VERSION}); upgrade execbudget"
+                )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        else:
+            if conn.in_transaction:
+                conn.execute("COMMIT")
+
+    def _line_ids(
+        self, conn: sqlite3.Connection, lines: Sequence[LineRequest]
+    ) -> tuple[list[int], dict[LineKey, int]]:
+        """Line ids for a chain, creating missing lines; new ids are cached only on commit."""
+        ids: list[int] = []
+        fresh: dict[LineKey, int] = {}
+        for req in lines:
+            line_id = self._ids.get(req.key)
+            if line_id is None:
+                k = req.key
+                conn.execute(
+                    "INSERT INTO eb_line (scope, win, dim, lim, window_end_ms) VALUES (?,?,?,?,?)"
+                    " ON CONFLICT (scope, win, dim) DO NOTHING",
+                    (k.scope, k.window, k.dimension, req.limit, req.window_end_ms),
+                )
+                (line_id,) = conn.execute(
+                    "SELECT id FROM eb_line WHERE scope = ? AND win = ? AND dim = ?",
+                    (k.scope, k.window, k.dimension),
+                ).fetchone()
+                fresh[req.key] = line_id
+            ids.append(line_id)
+        return ids, fresh
+
+    def _remember(self, fresh: Mapping[LineKey, int]) -> None:
+        for key, line_id in fresh.items():
+            self._ids[key] = line_id
+            self._keys[line_id] = key
+
+    def _key(self, conn: sqlite3.Connection, line_id: int) -> LineKey:
+        key = self._keys.get(line_id)
+        if key is None:
+            scope, win, dim = conn.execute(
+                "SELECT scope, win, dim FROM eb_line WHERE id = ?", (line_id,)
+            ).fetchone()
+            key = self._keys[line_id] = LineKey(scope, win, dim)
+            self._ids[key] = line_id
+        return key
+
+    # -- operations ------------------------------------------------------------------
+    def reserve(
+        self,
+        rid: str,
+        lines: Sequence[LineRequest],
+        ttl_ms: int,
+        *,
+        on_expiry: OnExpiry = OnExpiry.RELEASE,
+        charge_now: bool = False,
+    ) -> ReserveOutcome:
+        now = self.clock.now_ms()
+        with self._write() as conn:
+            outcome, fresh = self._reserve(conn, now, rid, lines, ttl_ms, on_expiry, charge_now)
+        if outcome.status is ReserveStatus.OK:
+            self._remember(fresh)
+        return outcome
+
+    def _reserve(
+        self,
+        conn: sqlite3.Connection,
+        now: int,
+        rid: str,
+        lines: Sequence[LineRequest],
+        ttl_ms: int,
+        on_expiry: OnExpiry,
+        charge_now: bool,
+    ) -> tuple[ReserveOutcome, dict[LineKey, int]]:
+        row = conn.execute(
+            "SELECT state, expires_at_ms FROM eb_hold WHERE rid = ?", (rid,)
+        ).fetchone()
+        if row is not None:
+            status = ReserveStatus.DUP if row[0] == HoldState.HELD else ReserveStatus.SETTLED
+            return ReserveOutcome(status, row[1]), {}
+        ids, fresh = self._line_ids(conn, lines)
+        marks = ",".join("?" * len(ids))
+        books = {
+            r[0]: r[1:]
+            for r in conn.execute(
+                f"SELECT id, override, spent, held, blocked FROM eb_line WHERE id IN ({marks})",
+                ids,
+            )
+        }
+        # Check every line; write nothing unless all of them grant.
+        for i, (req, line_id) in enumerate(zip(lines, ids, strict=True)):
+            override, spent, held, blocked = books[line_id]
+            limit = req.limit if override is None else override
+            if blocked is not None or spent + held + req.amount > limit:
+                conn.execute("ROLLBACK")
+                denial = Denial(i, req.key, limit, spent, held, req.amount, blocked or "limit")
+                return ReserveOutcome(ReserveStatus.DENIED, denial=denial), {}
+        column = "spent" if charge_now else "held"
+        conn.executemany(
+            f"UPDATE eb_line SET {column} = {column} + ?, lim = ? WHERE id = ?",
+            [(req.amount, req.limit, line_id) for req, line_id in zip(lines, ids, strict=True)],
+        )
+        pairs = json.dumps([[i, req.amount] for req, i in zip(lines, ids, strict=True)])
+        expires = now + ttl_ms
+        state = HoldState.COMMITTED if charge_now else HoldState.HELD
+        conn.execute(
+            "INSERT INTO eb_hold (rid, state, lines, charged, created_ms, expires_at_ms,"
+            " on_expiry, settled_ms) VALUES (?,?,?,?,?,?,?,?)",
+            (
+                rid,
+                state.value,
+                pairs,
+                pairs if charge_now else None,
+                now,
+                expires,
+                on_expiry.value,
+                now if charge_now else None,
+            ),
+        )
+        conn.execute(
+            "INSERT INTO eb_event (ts_ms, kind, rid, lines) VALUES (?, 'reserve', ?, ?)",
+            (now, rid, pairs),
+        )
+        if charge_now:
+            conn.execute(
+                "INSERT INTO eb_event (ts_ms, kind, rid, lines) VALUES (?, 'commit', ?, ?)",
+                (now, rid, pairs),
+            )
+        return ReserveOutcome(ReserveStatus.OK, expires), fresh
+
+    def settle(
+        self, rid: str, mode: SettleMode, actual: Mapping[str, int] | None = None
+    ) -> SettleOutcome:
+        now = self.clock.now_ms()
+        with self._write() as conn:
+            row = conn.execute(
+                "SELECT state, lines, charged FROM eb_hold WHERE rid = ?", (rid,)
+            ).fetchone()
+            if row is None:
+                return SettleOutcome(SettleStatus.UNKNOWN)
+            state, lines_json, charged_json = row
+            if state != HoldState.HELD:
+                return SettleOutcome(SettleStatus.SETTLED, self._decode(conn, charged_json))
+            held = {self._key(conn, i): a for i, a in json.loads(lines_json)}
+            charged = charges_for(mode, held, actual)
+            updates = []
+            overrun = False
+            for key, amount in held.items():
+                charge = charged[key]
+                over = max(0, charge - amount)
+                overrun = overrun or over > 0
+                updates.append((amount, charge, over, over, self._ids[key]))
+            conn.executemany(
+                "UPDATE eb_line SET held = held - ?, spent = spent + ?, overrun = overrun + ?,"
+                " blocked = CASE WHEN ? > 0 THEN coalesce(blocked, 'overrun') ELSE blocked END"
+                " WHERE id = ?",
+                updates,
+            )
+            charged_pairs = json.dumps([[self._ids[k], c] for k, c in charged.items()])
+            conn.execute(
+                "UPDATE eb_hold SET state = ?, charged = ?, settled_ms = ? WHERE rid = ?",
+                (_SETTLED_STATE[mode].value, charged_pairs, now, rid),
+            )
+            conn.execute(
+                "INSERT INTO eb_event (ts_ms, kind, rid, lines) VALUES (?, ?, ?, ?)",
+                (now, mode.value, rid, charged_pairs),
+            )
+            return SettleOutcome(SettleStatus.OVERRUN if overrun else SettleStatus.OK, charged)
+
+    def _decode(self, conn: sqlite3.Connection, pairs_json: str | None) -> dict[LineKey, int]:
+        if not pairs_json:
+            return {}
+        return {self._key(conn, i): a for i, a in json.loads(pairs_json)}
+
+    def extend(self, rid: str, ttl_ms: int) -> bool:
+        with self._write() as conn:
+            cur = conn.execute(
+                "UPDATE eb_hold SET expires_at_ms = ? WHERE rid = ? AND state = 'held'",
+                (self.clock.now_ms() + ttl_ms, rid),
+            )
+            return cur.rowcount == 1
+
+    def reap(self, limit: int = 200) -> int:
+        due = (
+            self._conn()
+            .execute(
+                "SELECT rid, on_expiry FROM eb_hold WHERE state = 'held' AND expires_at_ms <= ?"
+                " ORDER BY expires_at_ms LIMIT ?",
+                (self.clock.now_ms(), limit),
+            )
+            .fetchall()
+        )
+        done = 0
+        for rid, on_expiry in due:
+            mode = SettleMode.EXPIRE_CHARGE if on_expiry == OnExpiry.CHARGE else SettleMode.EXPIRE
+            if self.settle(rid, mode).status in (SettleStatus.OK, SettleStatus.OVERRUN):
+                done += 1
+        return done
+
+    # -- inspection and administration ----------------------------------------------
+    def lines(self, scope_prefix: str = "") -> list[LineState]:
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT scope, win, dim, coalesce(override, lim), spent, held, overrun, blocked"
+                " FROM eb_line WHERE substr(scope, 1, ?) = ? ORDER BY scope, win, dim",
+                (len(scope_prefix), scope_prefix),
+            )
+            .fetchall()
+        )
+        return [LineState(LineKey(s, w, d), *rest) for s, w, d, *rest in rows]
+
+    def holds(self, scope_prefix: str = "") -> list[HoldRecord]:
+        conn = self._conn()
+        rows = conn.execute(
+            "SELECT rid, state, lines, charged, created_ms, expires_at_ms, on_expiry, settled_ms"
+            " FROM eb_hold WHERE state = 'held' ORDER BY expires_at_ms"
+        ).fetchall()
+        records = [self._record(conn, row) for row in rows]
+        return [r for r in records if any(k.scope.startswith(scope_prefix) for k in r.amounts)]
+
+    def hold(self, rid: str) -> HoldRecord | None:
+        conn = self._conn()
+        row = conn.execute(
+            "SELECT rid, state, lines, charged, created_ms, expires_at_ms, on_expiry, settled_ms"
+            " FROM eb_hold WHERE rid = ?",
+            (rid,),
+        ).fetchone()
+        return None if row is None else self._record(conn, row)
+
+    def _record(self, conn: sqlite3.Connection, row: tuple[Any, ...]) -> HoldRecord:
+        rid, state, lines_json, charged_json, created, expires, on_expiry, settled = row
+        return HoldRecord(
+            str(rid),
+            HoldState(state),
+            self._decode(conn, str(lines_json)),
+            self._decode(conn, charged_json if isinstance(charged_json, str) else None),
+            int(created),
+            int(expires),
+            OnExpiry(on_expiry),
+            None if settled is None else int(settled),
+        )
+
+    def events(self, after_seq: int = 0, limit: int = 1000) -> list[Event]:
+        conn = self._conn()
+        rows = conn.execute(
+            "SELECT seq, ts_ms, kind, rid, lines FROM eb_event WHERE seq > ? ORDER BY seq LIMIT ?",
+            (after_seq, limit),
+        ).fetchall()
+        return [Event(s, t, k, r, self._decode(conn, lines)) for s, t, k, r, lines in rows]
+
+    def set_limit(self, key: LineKey, limit: int | None) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO eb_line (scope, win, dim, lim, override) VALUES (?,?,?,?,?)"
+                " ON CONFLICT (scope, win, dim) DO UPDATE SET override = excluded.override",
+                (key.scope, key.window, key.dimension, limit or 0, limit),
+            )
+
+    def block(self, key: LineKey, reason: str | None) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO eb_line (scope, win, dim, lim, blocked) VALUES (?,?,?,0,?)"
+                " ON CONFLICT (scope, win, dim) DO UPDATE SET blocked = excluded.blocked",
+                (key.scope, key.window, key.dimension, reason),
+            )
+
+    def purge(self, settled_before_ms: int) -> int:
+        with self._write() as conn:
+            cur = conn.execute(
+                "DELETE FROM eb_hold WHERE state <> 'held' AND settled_ms < ?",
+                (settled_before_ms,),
+            )
+            return cur.rowcount
+
+    def now_ms(self) -> int:
+        return self.clock.now_ms()
+
+    def close(self) -> None:
+        with self._conns_lock:
+            for conn in self._connections:
+                conn.close()
+            self._connections.clear()
+        self._local = threading.local()
