@@ -113,8 +113,7 @@ class BudgetExceeded(ExecBudgetError):
             head = f"scope {self.scope} is stopped by its kill switch"
         elif self.reason == "cap":
             head = (
-                f"{self.budget_type} cap on {where}: requested {self.requested}, "
-                f"cap {self.limit}"
+                f"{self.budget_type} cap on {where}: requested {self.requested}, cap {self.limit}"
             )
         else:
             remaining = _remaining(self.limit, self.spent, self.held)

@@ -59,7 +59,7 @@ def assert_reconciled(ledger: Any) -> None:
 
 # -- hold before spend: all levels grant or none changes ----------------------------------
 def test_reserve_holds_on_every_line(ledger: Any) -> None:
-    rid, outcome = ledger.try_reserve(chain(100, 40))
+    _rid, outcome = ledger.try_reserve(chain(100, 40))
     assert outcome.status is ReserveStatus.OK
     assert books(ledger) == {ORG: (0, 100), TEAM: (0, 100), RUN: (0, 100), RUN_TOKENS: (0, 40)}
     assert_reconciled(ledger)
