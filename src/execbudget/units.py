@@ -128,15 +128,16 @@ _SECONDS = {
 }
 
 
-def _decimal(text: str, what: str) -> Decimal:
+def _decimal(text: str, what: str, original: object = None) -> Decimal:
+    shown = text if original is None else original
     try:
         value = Decimal(text.replace("_", "").replace(",", ""))
     except InvalidOperation:
-        raise ConfigurationError(f"{what}: {text!r} is not a number") from None
+        raise ConfigurationError(f"{what}: {shown!r} is not a number") from None
     if not value.is_finite():
-        raise ConfigurationError(f"{what}: {text!r} is not a finite number")
+        raise ConfigurationError(f"{what}: {shown!r} is not a finite number")
     if value < 0:
-        raise ConfigurationError(f"{what}: {text!r} is negative; budgets are never negative")
+        raise ConfigurationError(f"{what}: {shown!r} is negative; budgets are never negative")
     return value
 
 
@@ -164,7 +165,7 @@ def parse_money(value: object, *, currency: str = "USD", what: str = "money") ->
         raise ConfigurationError(
             f"{what}: {value!r} is in {cur} but the policy currency is {currency.upper()}"
         )
-    return _decimal(match["num"], what)
+    return _decimal(match["num"], what, value)
 
 
 def parse_count(value: object, *, what: str = "count") -> int:
@@ -182,7 +183,7 @@ def parse_count(value: object, *, what: str = "count") -> int:
     match = _COUNT.match(value)
     if not match:
         raise ConfigurationError(f"{what}: {value!r} is not a count like 30, '200k' or '1.5M'")
-    number = _decimal(match["num"], what) * _SUFFIX[match["suffix"].lower()]
+    number = _decimal(match["num"], what, value) * _SUFFIX[match["suffix"].lower()]
     if number != number.to_integral_value():
         raise ConfigurationError(f"{what}: {value!r} is not a whole number")
     return check_units(int(number), what=what)
@@ -201,7 +202,7 @@ def parse_duration(value: object, *, what: str = "duration") -> Decimal:
     match = _DURATION.match(value)
     if not match:
         raise ConfigurationError(f"{what}: {value!r} is not a duration like '30s', '500ms', '2m'")
-    return _decimal(match["num"], what) * _SECONDS[match["unit"] or ""]
+    return _decimal(match["num"], what, value) * _SECONDS[match["unit"] or ""]
 
 
 def parse_limit(dim: Dimension, value: object, *, currency: str = "USD", what: str = "") -> int:
