@@ -1,0 +1,147 @@
+"""
+Token usage of one call, in one convention, whatever the provider reported.
+
+Providers disagree on what their numbers include, and a settlement that mixes the
+conventions silently under- or over-charges. :class:`Usage` follows the convention of
+``genai-prices`` (and OpenAI):
+
+* ``input_tokens`` is **all** input, cached or not; ``cache_read_tokens`` and
+  ``cache_write_tokens`` are parts of it, and ``cache_write_1h_tokens`` is the part of the
+  cache writes made with the 1-hour lifetime.
+* ``output_tokens`` is **all** output, visible text and reasoning; ``reasoning_tokens`` is
+  the part of it that was reasoning ("thinking").
+
+Anthropic reports ``input_tokens`` *without* the cached parts; use
+:func:`usage_from_anthropic`, which adds them back. :func:`usage_from_openai` reads chat
+completions, responses and embeddings usage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from ..errors import ConfigurationError
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Usage:
+    """
+    What a provider reports for one call (or what was counted locally when it reports none).
+
+    Invariants (checked): every count is an int >= 0, ``cache_read_tokens +
+    cache_write_tokens <= input_tokens``, ``cache_write_1h_tokens <= cache_write_tokens``
+    and ``reasoning_tokens <= output_tokens``: the parts are included in the totals.
+    """
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
+    cache_write_1h_tokens: int = 0
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigurationError(f"usage: {f.name} must be an int >= 0, got {value!r}")
+        if self.cache_read_tokens + self.cache_write_tokens > self.input_tokens:
+            raise ConfigurationError(
+                f"usage: cache_read_tokens ({self.cache_read_tokens}) + cache_write_tokens "
+                f"({self.cache_write_tokens}) exceed input_tokens ({self.input_tokens}); "
+                "input_tokens must include the cached parts (see usage_from_anthropic)"
+            )
+        if self.cache_write_1h_tokens > self.cache_write_tokens:
+            raise ConfigurationError(
+                f"usage: cache_write_1h_tokens ({self.cache_write_1h_tokens}) exceed "
+                f"cache_write_tokens ({self.cache_write_tokens})"
+            )
+        if self.reasoning_tokens > self.output_tokens:
+            raise ConfigurationError(
+                f"usage: reasoning_tokens ({self.reasoning_tokens}) exceed output_tokens "
+                f"({self.output_tokens}); output_tokens must include reasoning"
+            )
+
+    @property
+    def total_tokens(self) -> int:
+        """Input plus output tokens."""
+        return self.input_tokens + self.output_tokens
+
+    def __add__(self, other: object) -> Usage:
+        """Sum two usages (stream chunks, or the attempts of one logical call)."""
+        if not isinstance(other, Usage):
+            return NotImplemented
+        return Usage(
+            **{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)}
+        )
+
+
+def _get(obj: Any, *path: str) -> Any:
+    """Follow ``path`` through mappings or attributes (SDK objects); ``None`` if absent."""
+    for key in path:
+        if obj is None:
+            return None
+        obj = obj.get(key) if isinstance(obj, Mapping) else getattr(obj, key, None)
+    return obj
+
+
+def _int(obj: Any, *path: str) -> int:
+    value = _get(obj, *path)
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigurationError(f"usage: {'.'.join(path)} must be an int, got {value!r}")
+    return value
+
+
+def usage_from_openai(usage: Any) -> Usage:
+    """
+    Convert an OpenAI ``usage`` (dict or SDK object) to :class:`Usage`.
+
+    Reads chat completions (``prompt_tokens``, ``completion_tokens``,
+    ``prompt_tokens_details.cached_tokens``, ``completion_tokens_details.reasoning_tokens``),
+    the Responses API (``input_tokens``, ``output_tokens``, ``input_tokens_details``,
+    ``output_tokens_details``) and embeddings (``prompt_tokens`` only). OpenAI's totals
+    already include the cached and reasoning parts.
+    """
+    if _get(usage, "input_tokens") is not None or _get(usage, "output_tokens") is not None:
+        return Usage(
+            input_tokens=_int(usage, "input_tokens"),
+            output_tokens=_int(usage, "output_tokens"),
+            cache_read_tokens=_int(usage, "input_tokens_details", "cached_tokens"),
+            reasoning_tokens=_int(usage, "output_tokens_details", "reasoning_tokens"),
+        )
+    return Usage(
+        input_tokens=_int(usage, "prompt_tokens"),
+        output_tokens=_int(usage, "completion_tokens"),
+        cache_read_tokens=_int(usage, "prompt_tokens_details", "cached_tokens"),
+        reasoning_tokens=_int(usage, "completion_tokens_details", "reasoning_tokens"),
+    )
+
+
+def usage_from_anthropic(usage: Any) -> Usage:
+    """
+    Convert an Anthropic ``usage`` (dict or SDK object) to :class:`Usage`.
+
+    Anthropic's ``input_tokens`` excludes ``cache_read_input_tokens`` and
+    ``cache_creation_input_tokens``; they are added back so ``input_tokens`` is the total
+    (which is also what decides the context-length tier). ``cache_creation`` splits the
+    writes by lifetime when present. Extended-thinking tokens are billed as output and are
+    inside ``output_tokens``; Anthropic does not report them separately, so
+    ``reasoning_tokens`` is 0.
+    """
+    uncached = _int(usage, "input_tokens")
+    cache_read = _int(usage, "cache_read_input_tokens")
+    cache_write = _int(usage, "cache_creation_input_tokens")
+    write_1h = _int(usage, "cache_creation", "ephemeral_1h_input_tokens")
+    write_5m = _int(usage, "cache_creation", "ephemeral_5m_input_tokens")
+    cache_write = max(cache_write, write_1h + write_5m)
+    return Usage(
+        input_tokens=uncached + cache_read + cache_write,
+        output_tokens=_int(usage, "output_tokens"),
+        cache_read_tokens=cache_read,
+        cache_write_tokens=cache_write,
+        cache_write_1h_tokens=write_1h,
+    )
