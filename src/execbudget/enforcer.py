@@ -1,0 +1,435 @@
+"""
+The enforcer: turns an action into a hold on the current scope chain.
+
+An action is a vector of amounts (a model call: cost, tokens and one call; a step; a
+retry; a tool call; a branch). ``hold`` plans it onto every line of the chain, checks the
+chain's deadlines, and reserves all lines in one atomic ledger operation; only a granted
+hold lets the action start. ``charge`` does the same for actions that are spent the moment
+they start (a step, a retry), in one operation. ``try_*`` variants return a ``Decision``
+instead of raising. Sync and async share every step but the ledger call itself.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .clock import SYSTEM_CLOCK, Clock
+from .errors import BudgetExceeded, ConfigurationError, DeadlineExceeded, LedgerUnavailable
+from .ledger import (
+    DEFAULT_URL,
+    AsyncLedger,
+    Ledger,
+    LineRequest,
+    LineState,
+    OnExpiry,
+    ReserveOutcome,
+    denial_error,
+)
+from .policy import CallCaps, Policy, ScopeLimits
+from .scopes import CURRENT, Frame, call_caps, iter_chain, plan_lines
+from .units import Dimension, check_units, dimension, money_to_units, parse_money
+
+if TYPE_CHECKING:
+    from .run import Scope
+
+log = logging.getLogger("execbudget")
+
+Amounts = Mapping[str, Any]
+
+
+def as_policy(policy: Policy | str | Path | Mapping[str, Any] | None) -> Policy:
+    if policy is None:
+        return Policy.empty()
+    if isinstance(policy, Policy):
+        return policy
+    if isinstance(policy, str | Path):
+        return Policy.load(policy)
+    if isinstance(policy, Mapping):
+        return Policy.from_dict(policy)
+    raise ConfigurationError(f"policy must be a Policy, a file path or a mapping, got {policy!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The answer of a ``try_*`` call: a granted hold, or the denial that would be raised."""
+
+    hold: Hold | None
+    denial: BudgetExceeded | None = None
+
+    @property
+    def granted(self) -> bool:
+        return self.hold is not None
+
+    def __bool__(self) -> bool:
+        return self.granted
+
+
+class Hold:
+    """
+    A granted hold. Settle it once: ``commit(actual)`` charges what was used and frees the
+    rest; ``release()`` frees all of it. As a context manager it commits the held amounts
+    (or ``hold.actual`` if set) on success and releases on an exception.
+    """
+
+    __slots__ = (
+        "_settled",
+        "actual",
+        "amounts",
+        "degraded",
+        "enforcer",
+        "expires_at_ms",
+        "lines",
+        "rid",
+    )
+
+    def __init__(
+        self,
+        enforcer: Enforcer,
+        rid: str,
+        lines: list[LineRequest],
+        amounts: dict[str, int],
+        expires_at_ms: int | None,
+        *,
+        degraded: bool = False,
+        settled: bool = False,
+    ) -> None:
+        self.enforcer = enforcer
+        self.rid = rid
+        self.lines = lines
+        self.amounts = amounts
+        self.expires_at_ms = expires_at_ms
+        self.degraded = degraded  # granted without a ledger (fail-open)
+        self.actual: Amounts | None = None
+        self._settled = settled or not lines
+
+    @property
+    def settled(self) -> bool:
+        return self._settled
+
+    def commit(self, actual: Amounts | None = None) -> None:
+        if self._settled:
+            return
+        self._settled = True
+        units = self.enforcer.to_units(actual) if actual is not None else None
+        self.enforcer.ledger.commit(self.rid, units)
+
+    def release(self) -> None:
+        if self._settled:
+            return
+        self._settled = True
+        self.enforcer.ledger.release(self.rid)
+
+    async def acommit(self, actual: Amounts | None = None) -> None:
+        if self._settled:
+            return
+        self._settled = True
+        units = self.enforcer.to_units(actual) if actual is not None else None
+        await self.enforcer.aledger.commit(self.rid, units)
+
+    async def arelease(self) -> None:
+        if self._settled:
+            return
+        self._settled = True
+        await self.enforcer.aledger.release(self.rid)
+
+    def __enter__(self) -> Hold:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        if exc_type is None:
+            self.commit(self.actual)
+        else:
+            self.release()
+
+    async def __aenter__(self) -> Hold:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        if exc_type is None:
+            await self.acommit(self.actual)
+        else:
+            await self.arelease()
+
+    def __repr__(self) -> str:
+        state = "settled" if self._settled else "held"
+        return f"<Hold {self.rid} {state} {self.amounts}>"
+
+
+class Enforcer:
+    """
+    A policy, a ledger and a clock: everything needed to hold actions on scope chains.
+
+    ``execbudget.configure(...)`` builds the process default; build several ``Enforcer``
+    objects when one program serves several policies or ledgers.
+    """
+
+    def __init__(
+        self,
+        policy: Policy | str | Path | Mapping[str, Any] | None = None,
+        ledger: Ledger | AsyncLedger | str | None = None,
+        *,
+        clock: Clock | None = None,
+    ) -> None:
+        self.policy = as_policy(policy)
+        self.clock = clock or SYSTEM_CLOCK
+        self._ledger: Ledger | None = ledger if isinstance(ledger, Ledger) else None
+        self._aledger: AsyncLedger | None = ledger if isinstance(ledger, AsyncLedger) else None
+        if ledger is not None and not isinstance(ledger, Ledger | AsyncLedger | str):
+            raise ConfigurationError(f"ledger must be a Ledger, AsyncLedger or URL, got {ledger!r}")
+        self.ledger_url = ledger if isinstance(ledger, str) else None
+        for led in (self._ledger, self._aledger):
+            if led is not None:
+                led.currency = self.policy.currency
+
+    # -- ledgers -------------------------------------------------------------------------
+    @property
+    def ledger(self) -> Ledger:
+        """The sync ledger (opened on first use)."""
+        if self._ledger is None:
+            if self._aledger is not None:
+                raise ConfigurationError(
+                    "this Enforcer was given an AsyncLedger; use the async API (ahold, "
+                    "acharge, async with) or give it a ledger URL"
+                )
+            self._ledger = Ledger.from_url(self.ledger_url or DEFAULT_URL, clock=self.clock)
+            self._ledger.currency = self.policy.currency
+        return self._ledger
+
+    @property
+    def aledger(self) -> AsyncLedger:
+        """The async ledger: the same store as ``ledger`` where the backend is in-process."""
+        if self._aledger is None:
+            url = self.ledger_url or DEFAULT_URL
+            if self._ledger is not None or url.startswith(("memory:", "sqlite:")):
+                self._aledger = AsyncLedger(self.ledger.storage, url=self.ledger.url)
+            else:
+                self._aledger = AsyncLedger.from_url(url, clock=self._server_clock())
+            self._aledger.currency = self.policy.currency
+        return self._aledger
+
+    def _server_clock(self) -> Clock | None:
+        return None if self.clock is SYSTEM_CLOCK else self.clock
+
+    def close(self) -> None:
+        if self._ledger is not None:
+            self._ledger.close()
+
+    # -- scopes --------------------------------------------------------------------------
+    def scope(
+        self,
+        kind: str,
+        name: str,
+        *,
+        instance: str | bool = False,
+        limits: Mapping[str, Any] | None = None,
+    ) -> Scope:
+        """A named scope (``org``, ``team``, ``key``, ...) whose lines all of its work shares."""
+        from .run import Scope
+
+        return Scope(self, kind, name, instance=instance, limits=limits, is_run=False)
+
+    def run(
+        self,
+        name: str,
+        *,
+        kind: str = "run",
+        limits: Mapping[str, Any] | None = None,
+        instance: str | bool = True,
+    ) -> Scope:
+        """One run of a workflow or agent, with its own lines; nested runs are sub-agents."""
+        from .run import Scope
+
+        return Scope(self, kind, name, instance=instance, limits=limits, is_run=True)
+
+    def limits_for(self, scope: str, inline: Mapping[str, Any] | None = None) -> ScopeLimits:
+        limits = self.policy.limits_for(scope)
+        if inline:
+            limits = limits.merge(self.policy.inline_limits(inline, what=f"limits of {scope}"))
+        return limits
+
+    # -- the pure steps shared by sync and async ----------------------------------------
+    def to_units(self, amounts: Amounts) -> dict[str, int]:
+        """Amounts as ledger integers: money (Decimal or '0.05 USD') for cost, else counts."""
+        units: dict[str, int] = {}
+        for name, value in amounts.items():
+            dim = dimension(name)
+            if dim is Dimension.COST:
+                money = parse_money(value, currency=self.policy.currency, what="cost")
+                units[dim.value] = money_to_units(money)
+            elif dim in (Dimension.DEPTH, Dimension.TIME):
+                raise ConfigurationError(f"{name} is checked on the scope chain; it is not held")
+            else:
+                units[dim.value] = check_units(value, what=name)
+        return units
+
+    def check_deadline(self, frame: Frame | None) -> None:
+        """Raise DeadlineExceeded if any scope of the chain is past its deadline."""
+        if frame is None or frame.deadline is None:
+            return
+        now = self.clock.monotonic()
+        if now < frame.deadline:
+            return
+        for f in frame.chain():
+            limit_ms = f.limits.time_ms
+            if limit_ms is not None and now >= f.started + limit_ms / 1000:
+                raise DeadlineExceeded(
+                    scope=f.key,
+                    dimension="time",
+                    limit=f"{limit_ms / 1000:g}s",
+                    spent=f"{now - f.started:.3f}s",
+                    held="0s",
+                    requested="more time",
+                    reason="deadline",
+                )
+        raise DeadlineExceeded(  # pragma: no cover - the loop always finds the owner
+            scope=frame.key,
+            dimension="time",
+            limit="?",
+            spent="?",
+            held="0s",
+            requested="more time",
+            reason="deadline",
+        )
+
+    def prepare(
+        self, amounts: Amounts, frame: Frame | None
+    ) -> tuple[dict[str, int], list[LineRequest], OnExpiry]:
+        units = self.to_units(amounts)
+        self.check_deadline(frame)
+        lines = plan_lines(frame, units, self.clock.now_ms(), self.policy.timezone)
+        charge = any(f.limits.on_expiry is OnExpiry.CHARGE for f in iter_chain(frame))
+        on_expiry = OnExpiry.CHARGE if charge else self.policy.spec.on_expiry
+        return units, lines, on_expiry
+
+    def granted(
+        self,
+        rid: str,
+        outcome: ReserveOutcome,
+        lines: list[LineRequest],
+        units: dict[str, int],
+        charge_now: bool,
+    ) -> Decision:
+        if outcome.denial is not None:
+            return Decision(None, denial_error(outcome.denial, lines, self.policy.currency))
+        return Decision(Hold(self, rid, lines, units, outcome.expires_at_ms, settled=charge_now))
+
+    def unavailable(
+        self, exc: LedgerUnavailable, units: dict[str, int], charge_now: bool
+    ) -> Decision:
+        if not self.policy.fail_open:
+            raise exc
+        log.warning("execbudget: ledger unavailable, failing open by policy: %s", exc.detail)
+        return Decision(Hold(self, "fail-open", [], units, None, degraded=True))
+
+    @staticmethod
+    def _frame(frame: Frame | None) -> Frame | None:
+        return frame if frame is not None else CURRENT.get()
+
+    # -- sync ----------------------------------------------------------------------------
+    def try_hold(
+        self,
+        amounts: Amounts,
+        *,
+        frame: Frame | None = None,
+        rid: str | None = None,
+        ttl_s: float | None = None,
+        charge_now: bool = False,
+    ) -> Decision:
+        frame = self._frame(frame)
+        units, lines, on_expiry = self.prepare(amounts, frame)
+        try:
+            rid, outcome = self.ledger.try_reserve(
+                lines,
+                rid=rid,
+                ttl_s=ttl_s or self.policy.hold_ttl_s,
+                on_expiry=on_expiry,
+                charge_now=charge_now,
+            )
+        except LedgerUnavailable as exc:
+            return self.unavailable(exc, units, charge_now)
+        return self.granted(rid, outcome, lines, units, charge_now)
+
+    def hold(self, amounts: Amounts, **kwargs: Any) -> Hold:
+        """Hold ``amounts`` on the chain, or raise the denial."""
+        decision = self.try_hold(amounts, **kwargs)
+        if decision.hold is None:
+            assert decision.denial is not None
+            raise decision.denial
+        return decision.hold
+
+    def charge(self, amounts: Amounts, *, frame: Frame | None = None) -> None:
+        """Spend ``amounts`` now (a step, a retry, a tool call), or raise the denial."""
+        self.hold(amounts, frame=frame, charge_now=True)
+
+    # -- async ---------------------------------------------------------------------------
+    async def atry_hold(
+        self,
+        amounts: Amounts,
+        *,
+        frame: Frame | None = None,
+        rid: str | None = None,
+        ttl_s: float | None = None,
+        charge_now: bool = False,
+    ) -> Decision:
+        frame = self._frame(frame)
+        units, lines, on_expiry = self.prepare(amounts, frame)
+        try:
+            rid, outcome = await self.aledger.try_reserve(
+                lines,
+                rid=rid,
+                ttl_s=ttl_s or self.policy.hold_ttl_s,
+                on_expiry=on_expiry,
+                charge_now=charge_now,
+            )
+        except LedgerUnavailable as exc:
+            return self.unavailable(exc, units, charge_now)
+        return self.granted(rid, outcome, lines, units, charge_now)
+
+    async def ahold(self, amounts: Amounts, **kwargs: Any) -> Hold:
+        decision = await self.atry_hold(amounts, **kwargs)
+        if decision.hold is None:
+            assert decision.denial is not None
+            raise decision.denial
+        return decision.hold
+
+    async def acharge(self, amounts: Amounts, *, frame: Frame | None = None) -> None:
+        await self.ahold(amounts, frame=frame, charge_now=True)
+
+    # -- reading -------------------------------------------------------------------------
+    def call_caps(self, frame: Frame | None = None) -> CallCaps:
+        return call_caps(self._frame(frame))
+
+    def status(self, scope_prefix: str = "") -> list[LineState]:
+        return self.ledger.lines(scope_prefix)
+
+    def remaining(self, frame: Frame | None = None) -> dict[str, int]:
+        """
+        Per dimension, the least room left on any line of the chain (ledger units).
+
+        A read, not a hold: use it to size an action (clamp ``max_tokens``), then hold.
+        """
+        frame = self._frame(frame)
+        lines = plan_lines(
+            frame, dict.fromkeys(_ALL_LEDGER_DIMS, 0), self.clock.now_ms(), self.policy.timezone
+        )
+        if not lines:
+            return {}
+        wanted = {line.key: line.limit for line in lines}
+        found: dict[Any, LineState] = {}
+        for scope in {line.key.scope for line in lines}:
+            for state in self.ledger.lines(scope):
+                if state.key in wanted:
+                    found[state.key] = state
+        room: dict[str, int] = {}
+        for key, limit in wanted.items():
+            seen = found.get(key)
+            left = limit if seen is None else seen.remaining
+            room[key.dimension] = min(left, room.get(key.dimension, left))
+        return room
+
+
+_ALL_LEDGER_DIMS = [d.value for d in Dimension if d not in (Dimension.DEPTH, Dimension.TIME)]

@@ -1,0 +1,117 @@
+"""
+Scope chains and the pure planning of a hold onto them.
+
+A **frame** is one open scope (``org:acme``, ``team:acme/search``, ``run:triage#9f2c``),
+linked to its parent. The innermost frame travels in a ``ContextVar``, so asyncio tasks
+inherit it and threads do when started through ``execbudget.context``. A hold is planned
+onto every frame of the chain, outermost first, so a denial names the highest level that
+refused, and no clock or I/O is touched here: planning is pure and cheap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .ledger import LineKey, LineRequest
+from .policy import CallCaps, ScopeLimits
+from .units import Dimension
+from .windows import Window, window_end, window_id
+
+if TYPE_CHECKING:
+    from .enforcer import Enforcer
+
+
+@dataclass(eq=False, slots=True)
+class Frame:
+    """One open scope of a chain."""
+
+    kind: str
+    name: str
+    key: str  # the ledger scope: kind:name, or kind:name#instance for one run
+    limits: ScopeLimits
+    parent: Frame | None
+    enforcer: Enforcer
+    started: float  # monotonic seconds
+    deadline: float | None  # monotonic seconds; never later than the parent's
+    depth: int  # runs from the outermost, this one included (0 outside any run)
+    is_run: bool
+    attrs: dict[str, Any] = field(default_factory=dict)
+    # window → (id, end_ms or None, valid_until_ms): window ids change rarely; cache them
+    _windows: dict[Window, tuple[str, int | None, int]] = field(default_factory=dict)
+
+    def chain(self) -> list[Frame]:
+        """Outermost first."""
+        frames = []
+        frame: Frame | None = self
+        while frame is not None:
+            frames.append(frame)
+            frame = frame.parent
+        frames.reverse()
+        return frames
+
+    def window(self, window: Window, now_ms: int, tz: str) -> tuple[str, int | None]:
+        cached = self._windows.get(window)
+        if cached is not None and now_ms < cached[2]:
+            return cached[0], cached[1]
+        wid = window_id(window, now_ms, tz)
+        end = window_end(window, now_ms, tz)
+        end_ms = None if end is None else int(end.timestamp() * 1000)
+        self._windows[window] = (wid, end_ms, end_ms if end_ms is not None else 2**62)
+        return wid, end_ms
+
+
+CURRENT: ContextVar[Frame | None] = ContextVar("execbudget_scope", default=None)
+
+
+def current_frame() -> Frame | None:
+    return CURRENT.get()
+
+
+def iter_chain(frame: Frame | None) -> Iterator[Frame]:
+    """Innermost first (the cheap direction)."""
+    while frame is not None:
+        yield frame
+        frame = frame.parent
+
+
+def plan_lines(
+    frame: Frame | None, amounts: Mapping[str, int], now_ms: int, tz: str
+) -> list[LineRequest]:
+    """Every ledger line an action of ``amounts`` must hold on, outermost scope first."""
+    if frame is None:
+        return []
+    out: list[LineRequest] = []
+    for f in frame.chain():
+        budgets = f.limits.lines
+        if not budgets:
+            continue
+        for dim, amount in amounts.items():
+            windows = budgets.get(dim)  # type: ignore[call-overload]
+            if not windows:
+                continue
+            for window, limit in windows.items():
+                wid, end_ms = f.window(window, now_ms, tz)
+                out.append(LineRequest(LineKey(f.key, wid, dim), limit, amount, end_ms))
+    return out
+
+
+def call_caps(frame: Frame | None) -> CallCaps:
+    """The per-call caps of the whole chain: the tightest of each."""
+    caps = CallCaps()
+    for f in iter_chain(frame):
+        caps = caps.tighten(f.limits.per_call)
+    return caps
+
+
+def deadline_of(frame: Frame | None) -> float | None:
+    return None if frame is None else frame.deadline
+
+
+def limited_dimensions(frame: Frame | None) -> set[Dimension]:
+    dims: set[Dimension] = set()
+    for f in iter_chain(frame):
+        dims.update(f.limits.lines)
+    return dims
