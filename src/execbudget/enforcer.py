@@ -341,6 +341,8 @@ class Enforcer:
     ) -> Decision:
         frame = self._frame(frame)
         units, lines, on_expiry = self.prepare(amounts, frame)
+        if not lines:  # nothing on the chain limits this action: no ledger round trip
+            return Decision(Hold(self, rid or "unbudgeted", [], units, None))
         try:
             rid, outcome = self.ledger.try_reserve(
                 lines,
@@ -377,6 +379,8 @@ class Enforcer:
     ) -> Decision:
         frame = self._frame(frame)
         units, lines, on_expiry = self.prepare(amounts, frame)
+        if not lines:
+            return Decision(Hold(self, rid or "unbudgeted", [], units, None))
         try:
             rid, outcome = await self.aledger.try_reserve(
                 lines,

@@ -75,7 +75,7 @@ class PerCallSpec(_Strict):
 
 
 class ScopeRule(_Strict):
-    match: str = Field(min_length=3)
+    match: str
     limits: dict[str, Any] = Field(default_factory=dict)
     per_call: PerCallSpec | None = None
     on_expiry: OnExpiry | None = None
