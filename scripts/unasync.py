@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 import re
+import shutil
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,12 +85,36 @@ def _compile(pattern: str) -> re.Pattern[str]:
     return re.compile(head + pattern + tail)
 
 
+def _ruff() -> str:
+    """The project's ruff: the generated file must pass the same lint and format."""
+    local = Path(sys.executable).parent / "ruff"
+    found = str(local) if local.exists() else shutil.which("ruff")
+    if found is None:
+        raise SystemExit("unasync needs ruff (pip install -e '.[dev]') to format its output")
+    return found
+
+
+def _tidy(text: str, target: str) -> str:
+    """Re-sort imports and re-format, since substitutions change names and line lengths."""
+    ruff = _ruff()
+    for args in (["check", "--select", "I", "--fix", "--quiet"], ["format", "--quiet"]):
+        text = subprocess.run(
+            [ruff, *args, "--stdin-filename", target, "-"],
+            input=text,
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=ROOT,
+        ).stdout
+    return text
+
+
 def render(pair: Pair) -> str:
     """The generated text of ``pair.target`` from the current source."""
     text = (ROOT / pair.source).read_text(encoding="utf-8")
     for pattern, replacement in (*pair.replacements, *COMMON):
         text = _compile(pattern).sub(replacement, text)
-    return HEADER.format(source=pair.source) + text
+    return _tidy(HEADER.format(source=pair.source) + text, pair.target)
 
 
 def main(argv: list[str] | None = None) -> int:

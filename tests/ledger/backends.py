@@ -20,6 +20,8 @@ import pytest
 from execbudget.clock import Clock
 from execbudget.ledger import AsyncLedger, MemoryStorage, SQLiteStorage
 
+from ._redis_backend import make_redis, make_redis_async
+
 T = TypeVar("T")
 
 #: (clock, tmp_path) → context manager yielding a Storage (or an AsyncStorage)
@@ -52,6 +54,7 @@ def _sqlite(clock: Clock, tmp_path: Path) -> Iterator[Any]:
 BACKENDS: list[Backend] = [
     Backend("memory", _memory),
     Backend("sqlite", _sqlite),
+    Backend("redis", make_redis, make_redis_async, marks=(pytest.mark.redis,)),
 ]
 
 

@@ -1,0 +1,318 @@
+"""
+The pure half of the Redis backend: URL options, key names, FCALL arguments and the
+parsing of replies, shared by the async source and its generated sync twin.
+
+Nothing here does I/O, so the two classes differ only by ``await`` and the unasync
+script can produce one from the other.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, Final
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from ..errors import ConfigurationError
+from ._types import (
+    TOMBSTONE_RETENTION_MS,
+    Denial,
+    Event,
+    HoldRecord,
+    HoldState,
+    LineKey,
+    LineRequest,
+    OnExpiry,
+    ReserveOutcome,
+    ReserveStatus,
+    SettleMode,
+    SettleOutcome,
+    SettleStatus,
+)
+
+DEFAULT_PREFIX: Final = "eb:"
+#: Options execbudget reads from the URL query; every other one must be redis-py's.
+OWN_OPTIONS: Final = ("prefix", "wait_aof", "window_grace_s", "retries")
+DRIVER_OPTIONS: Final = (
+    "db",
+    "socket_timeout",
+    "socket_connect_timeout",
+    "socket_keepalive",
+    "max_connections",
+    "health_check_interval",
+    "ssl_check_hostname",
+    "ssl_min_version",
+    "protocol",
+    "timeout",
+)
+DEFAULT_SOCKET_TIMEOUT_S: Final = 5.0
+DEFAULT_RETRIES: Final = 3
+#: WAITAOF appeared in Redis 7.2.
+WAITAOF_MIN_VERSION: Final = (7, 2)
+WAITAOF_TIMEOUT_MS: Final = 1000
+
+LIBRARY_TEMPLATE: Final = (
+    resources.files("execbudget.ledger").joinpath("_lua/ledger.lua").read_text(encoding="utf-8")
+)
+#: Changes whenever the Lua changes, so old and new clients never replace each other's code.
+LIBRARY_VERSION: Final = hashlib.sha1(LIBRARY_TEMPLATE.encode()).hexdigest()[:10]
+LIBRARY_SOURCE: Final = LIBRARY_TEMPLATE.replace("@V@", LIBRARY_VERSION)
+
+
+def function(op: str) -> str:
+    """The FCALL name of one operation of this library version."""
+    return f"eb{LIBRARY_VERSION}_{op}"
+
+
+# -- URL --------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class RedisOptions:
+    """What the URL asks of the ledger (the rest of the URL goes to redis-py)."""
+
+    driver_url: str
+    prefix: str = DEFAULT_PREFIX
+    wait_aof: bool = False
+    window_grace_s: int = 0
+    retries: int = DEFAULT_RETRIES
+
+
+def parse_url(url: str) -> RedisOptions:
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss"):
+        raise ConfigurationError(f"not a Redis URL: {url!r}; use redis:// or rediss://")
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    own = {k: v for k, v in query if k in OWN_OPTIONS}
+    unknown = sorted({k for k, _ in query if k not in OWN_OPTIONS and k not in DRIVER_OPTIONS})
+    if unknown:
+        raise ConfigurationError(
+            f"unknown Redis URL option(s) {unknown}; allowed: "
+            f"{', '.join((*OWN_OPTIONS, *DRIVER_OPTIONS))}"
+        )
+    driver_query = urlencode([(k, v) for k, v in query if k in DRIVER_OPTIONS])
+    driver_url = urlunsplit(parts._replace(query=driver_query))
+    return RedisOptions(
+        driver_url=driver_url,
+        prefix=check_prefix(own.get("prefix", DEFAULT_PREFIX)),
+        wait_aof=_flag(own.get("wait_aof", "0"), "wait_aof"),
+        window_grace_s=_whole(own.get("window_grace_s", "0"), "window_grace_s"),
+        retries=_whole(own.get("retries", str(DEFAULT_RETRIES)), "retries"),
+    )
+
+
+def check_prefix(prefix: str) -> str:
+    if not prefix or "{" in prefix or "}" in prefix or len(prefix) > 100:
+        raise ConfigurationError(
+            f"Redis key prefix {prefix!r} must be 1–100 characters without braces "
+            "(the ledger wraps it in a hash tag itself)"
+        )
+    return prefix
+
+
+def _flag(value: str, name: str) -> bool:
+    if value.lower() in ("1", "true", "yes", "on"):
+        return True
+    if value.lower() in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigurationError(f"Redis URL option {name}={value!r} must be 0 or 1")
+
+
+def _whole(value: str, name: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = -1
+    if number < 0:
+        raise ConfigurationError(f"Redis URL option {name}={value!r} must be a whole number ≥ 0")
+    return number
+
+
+def version_tuple(info: Mapping[str, Any]) -> tuple[int, ...]:
+    return tuple(int(p) for p in str(info.get("redis_version", "0")).split(".")[:2])
+
+
+# -- keys -------------------------------------------------------------------------------
+def escape(part: str) -> str:
+    """Per-character escape, so a key name splits back into scope, window and dimension."""
+    return part.replace("%", "%25").replace("/", "%2F")
+
+
+def unescape(part: str) -> str:
+    return part.replace("%2F", "/").replace("%25", "%")
+
+
+def glob_escape(text: str) -> str:
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
+class Keys:
+    """
+    Key names of one ledger. Every key carries the hash tag ``{prefix}``, so a whole
+    ledger lives in one cluster slot and every script touches one slot only.
+    """
+
+    def __init__(self, prefix: str) -> None:
+        self.base = "{" + check_prefix(prefix) + "}"
+        self.plen = str(len(self.base))
+        self.expiry = self.base + "ex"
+        self.events = self.base + "ev"
+        self.seq = self.base + "seq"
+
+    @staticmethod
+    def line_name(key: LineKey) -> str:
+        return f"l:{escape(key.scope)}/{escape(key.window)}/{escape(key.dimension)}"
+
+    def line(self, key: LineKey) -> str:
+        return self.base + self.line_name(key)
+
+    def hold(self, rid: str) -> str:
+        return self.base + "h:" + rid
+
+    def line_pattern(self, scope_prefix: str) -> str:
+        return glob_escape(self.base + "l:" + escape(scope_prefix)) + "*"
+
+    def hold_pattern(self) -> str:
+        return glob_escape(self.base + "h:") + "*"
+
+    def everything(self) -> str:
+        return glob_escape(self.base) + "*"
+
+    def parse_line(self, name: str) -> LineKey:
+        """``l:<scope>/<window>/<dim>`` (or the full key name) → LineKey."""
+        if name.startswith(self.base):
+            name = name[len(self.base) :]
+        scope, window, dimension = name[2:].split("/")
+        return LineKey(unescape(scope), unescape(window), unescape(dimension))
+
+
+# -- arguments --------------------------------------------------------------------------
+def now_arg(now_ms: int | None) -> str:
+    """An explicit time for the script, or '' to use the server's TIME."""
+    return "" if now_ms is None else str(now_ms)
+
+
+def reserve_call(
+    keys: Keys,
+    rid: str,
+    lines: Sequence[LineRequest],
+    ttl_ms: int,
+    now_ms: int | None,
+    on_expiry: OnExpiry,
+    charge_now: bool,
+    window_grace_s: int,
+) -> list[str]:
+    """numkeys, KEYS and ARGV of ``reserve``, validated so the script never sees junk."""
+    if not lines:
+        raise ConfigurationError("a reserve needs at least one line")
+    if ttl_ms < 1:
+        raise ConfigurationError(f"hold ttl must be at least 1 ms, got {ttl_ms}")
+    args = [
+        keys.plen,
+        rid,
+        str(ttl_ms),
+        now_arg(now_ms),
+        OnExpiry(on_expiry).value,
+        "1" if charge_now else "0",
+        str(window_grace_s * 1000),
+        str(len(lines)),
+    ]
+    for req in lines:
+        args += [str(req.limit), str(req.amount), str(req.window_end_ms or 0)]
+    return [str(len(lines) + 1), keys.hold(rid), *(keys.line(r.key) for r in lines), *args]
+
+
+def settle_call(
+    keys: Keys,
+    rid: str,
+    mode: SettleMode,
+    actual: Mapping[str, int] | None,
+    now_ms: int | None,
+) -> list[str]:
+    args = ["1", keys.hold(rid), keys.plen, rid, SettleMode(mode).value, now_arg(now_ms)]
+    args.append(str(TOMBSTONE_RETENTION_MS))
+    if mode is SettleMode.COMMIT:
+        for dim, value in (actual or {}).items():
+            args += [escape(dim), str(value)]
+    return args
+
+
+# -- replies ----------------------------------------------------------------------------
+def reserve_outcome(reply: Sequence[Any], lines: Sequence[LineRequest]) -> ReserveOutcome:
+    code = int(reply[0])
+    if code == 1:
+        return ReserveOutcome(ReserveStatus.OK, int(reply[1]))
+    if code == 2:
+        return ReserveOutcome(ReserveStatus.DUP, int(reply[1]))
+    if code == 3:
+        return ReserveOutcome(ReserveStatus.SETTLED, int(reply[1]))
+    index = int(reply[1])
+    req = lines[index]
+    denial = Denial(
+        index, req.key, int(reply[2]), int(reply[3]), int(reply[4]), req.amount, str(reply[5])
+    )
+    return ReserveOutcome(ReserveStatus.DENIED, denial=denial)
+
+
+_SETTLE_STATUS: Final = {
+    0: SettleStatus.UNKNOWN,
+    1: SettleStatus.OK,
+    2: SettleStatus.OVERRUN,
+    3: SettleStatus.SETTLED,
+}
+
+
+def settle_outcome(keys: Keys, reply: Sequence[Any]) -> SettleOutcome:
+    return SettleOutcome(_SETTLE_STATUS[int(reply[0])], _pairs(keys, reply[1:]))
+
+
+def _pairs(keys: Keys, flat: Sequence[Any]) -> dict[LineKey, int]:
+    return {keys.parse_line(str(flat[i])): int(flat[i + 1]) for i in range(0, len(flat), 2)}
+
+
+def hold_record(keys: Keys, rid: str, fields: Mapping[str, str]) -> HoldRecord | None:
+    if not fields:
+        return None
+    amounts: dict[LineKey, int] = {}
+    charged: dict[LineKey, int] = {}
+    for name, value in fields.items():
+        if name.startswith("a:"):
+            amounts[keys.parse_line(name[2:])] = int(value)
+        elif name.startswith("c:"):
+            charged[keys.parse_line(name[2:])] = int(value)
+    settled = fields.get("se")
+    return HoldRecord(
+        rid,
+        HoldState(fields["st"]),
+        amounts,
+        charged,
+        int(fields["cr"]),
+        int(fields["ex"]),
+        OnExpiry(fields["oe"]),
+        None if settled is None else int(settled),
+    )
+
+
+def event(keys: Keys, entry_id: str, fields: Mapping[str, str]) -> Event:
+    amounts = {keys.parse_line(k): int(v) for k, v in fields.items() if not k.startswith("_")}
+    return Event(
+        int(entry_id.split("-")[0]), int(fields["_t"]), fields["_k"], fields["_r"], amounts
+    )
+
+
+def line_fields() -> tuple[str, ...]:
+    """The HMGET fields ``line_state`` reads, in order."""
+    return ("lim", "ov", "sp", "hd", "or", "bl")
+
+
+def line_state_args(row: Sequence[str | None]) -> tuple[int, int, int, int, str | None]:
+    lim, override, spent, held, overrun, blocked = row
+    limit = override if override is not None else lim
+    return int(limit or 0), int(spent or 0), int(held or 0), int(overrun or 0), blocked
+
+
+def unavailable_hint(where: str) -> str:
+    return (
+        f"cannot reach Redis at {where}; check that redis-server is running and reachable "
+        "from this host, and the URL's host, port, password and TLS (rediss://) settings"
+    )
