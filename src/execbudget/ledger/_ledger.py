@@ -11,9 +11,10 @@ three steps, check → call the store → interpret, differing only by ``await``
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+import itertools
+import os
+import secrets
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -41,8 +42,27 @@ _MAX_RID: Final = 200
 
 
 # -- shared pure steps -----------------------------------------------------------------
+_RID_PREFIX = ""
+_RID_COUNTER = itertools.count()
+
+
+def _reseed() -> None:
+    """A fresh random prefix per process, so forked children never reuse an id."""
+    global _RID_PREFIX, _RID_COUNTER
+    _RID_PREFIX = f"{secrets.token_hex(8)}-"
+    _RID_COUNTER = itertools.count()
+
+
+_reseed()
+os.register_at_fork(after_in_child=_reseed)
+
+
 def new_rid() -> str:
-    return uuid.uuid4().hex
+    """A unique reservation id: 64 random bits per process and a counter (cheap per hold)."""
+    return f"{_RID_PREFIX}{next(_RID_COUNTER):x}"
+
+
+_MAX_UNITS: Final = 2**62
 
 
 def check_reserve(rid: str, lines: Sequence[LineRequest], ttl_s: float) -> int:
@@ -50,22 +70,29 @@ def check_reserve(rid: str, lines: Sequence[LineRequest], ttl_s: float) -> int:
     check_rid(rid)
     if not (ttl_s > 0) or ttl_s > 366 * 86400:
         raise ConfigurationError(f"hold ttl must be between 0 and a year of seconds, got {ttl_s}")
-    seen: set[LineKey] = set()
+    keys = set()
     for line in lines:
-        if not isinstance(line, LineRequest):
+        if type(line) is not LineRequest:
             raise ConfigurationError(f"a reserve takes LineRequest objects, got {line!r}")
-        if line.key in seen:
-            raise ConfigurationError(f"line {line.key} appears twice in one reserve")
-        seen.add(line.key)
-        if not line.key.scope or not line.key.window or not line.key.dimension:
-            raise ConfigurationError(f"line {line.key} needs a scope, a window and a dimension")
-        check_units(line.limit, what=f"limit of {line.key}")
-        check_units(line.amount, what=f"amount of {line.key}")
+        key, limit, amount = line.key, line.limit, line.amount
+        if not (key[0] and key[1] and key[2]):
+            raise ConfigurationError(f"line {key} needs a scope, a window and a dimension")
+        if (
+            type(limit) is not int
+            or type(amount) is not int
+            or not (0 <= limit <= _MAX_UNITS)
+            or not (0 <= amount <= _MAX_UNITS)
+        ):
+            check_units(limit, what=f"limit of {key}")
+            check_units(amount, what=f"amount of {key}")
+        keys.add(key)
+    if len(keys) != len(lines):
+        raise ConfigurationError("a line appears twice in one reserve; merge its amounts")
     return max(1, round(ttl_s * 1000))
 
 
 def check_rid(rid: str) -> None:
-    if not isinstance(rid, str) or not rid or len(rid) > _MAX_RID:
+    if type(rid) is not str or not rid or len(rid) > _MAX_RID:
         raise ConfigurationError(f"a reservation id must be a string of 1–{_MAX_RID} characters")
 
 
@@ -73,7 +100,8 @@ def check_actual(actual: Mapping[str, int] | None) -> Mapping[str, int] | None:
     if actual is None:
         return None
     for dim, value in actual.items():
-        check_units(value, what=f"actual {dim}")
+        if type(value) is not int or not (0 <= value <= _MAX_UNITS):
+            check_units(value, what=f"actual {dim}")
     return actual
 
 
@@ -98,15 +126,25 @@ def denial_error(
     )
 
 
-@contextmanager
-def guarded(backend: str, base_exceptions: tuple[type[BaseException], ...]) -> Iterator[None]:
+class guarded:
     """Every driver error becomes LedgerUnavailable, chained to the original."""
-    try:
-        yield
-    except (ConfigurationError, BudgetExceeded):
-        raise
-    except base_exceptions as exc:
-        raise LedgerUnavailable(backend, f"{type(exc).__name__}: {exc}") from exc
+
+    __slots__ = ("backend", "errors")
+
+    def __init__(self, backend: str, errors: tuple[type[BaseException], ...]) -> None:
+        self.backend = backend
+        self.errors = errors
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> None:
+        if exc is None or isinstance(exc, ConfigurationError | BudgetExceeded):
+            return
+        if isinstance(exc, self.errors):
+            raise LedgerUnavailable(self.backend, f"{type(exc).__name__}: {exc}") from exc
 
 
 def _describe(storage: Any, url: str) -> str:

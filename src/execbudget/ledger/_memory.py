@@ -77,7 +77,7 @@ def charges_for(
     """What settling in ``mode`` charges on each line (shared by every backend's tests)."""
     if mode is SettleMode.COMMIT:
         actual = actual or {}
-        return {k: actual.get(k.dimension, a) for k, a in amounts.items()}
+        return {k: actual.get(k[2], a) for k, a in amounts.items()}
     if mode is SettleMode.EXPIRE_CHARGE:
         return dict(amounts)
     return dict.fromkeys(amounts, 0)

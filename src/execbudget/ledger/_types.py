@@ -9,9 +9,10 @@ committed (actual usage charged), released, or expired by the reaper.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
-from typing import Final
+from types import MappingProxyType
+from typing import Final, NamedTuple
 
 TOMBSTONE_RETENTION_MS: Final = 7 * 24 * 3600 * 1000
 
@@ -50,8 +51,9 @@ class HoldState(StrEnum):
     EXPIRED_CHARGE = "expire_charge"
 
 
-@dataclass(frozen=True, slots=True)
-class LineKey:
+class LineKey(NamedTuple):
+    """(scope, window, dimension): a tuple, so hashing it on every hold costs little."""
+
     scope: str
     window: str
     dimension: str
@@ -60,8 +62,7 @@ class LineKey:
         return f"{self.scope}/{self.window}/{self.dimension}"
 
 
-@dataclass(frozen=True, slots=True)
-class LineRequest:
+class LineRequest(NamedTuple):
     """One line of a reserve: hold ``amount`` on ``key``, whose limit is ``limit``."""
 
     key: LineKey
@@ -71,8 +72,7 @@ class LineRequest:
     window_end_ms: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Denial:
+class Denial(NamedTuple):
     """The first line of a chain that refused, with its books at that moment."""
 
     index: int
@@ -84,18 +84,16 @@ class Denial:
     reason: str = "limit"  # "limit", "overrun" or "killed" (the line is blocked)
 
 
-@dataclass(frozen=True, slots=True)
-class ReserveOutcome:
+class ReserveOutcome(NamedTuple):
     status: ReserveStatus
     expires_at_ms: int | None = None
     denial: Denial | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class SettleOutcome:
+class SettleOutcome(NamedTuple):
     status: SettleStatus
     #: What was charged per line key (empty for UNKNOWN).
-    charged: Mapping[LineKey, int] = field(default_factory=dict)
+    charged: Mapping[LineKey, int] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,8 +122,7 @@ class HoldRecord:
     settled_ms: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
+class Event(NamedTuple):
     """One entry of the append-only event log (the audit and billing feed)."""
 
     seq: int
