@@ -71,6 +71,17 @@ PAIRS: list[Pair] = [
             (r"import asyncio", "import threading"),
         ),
     ),
+    Pair(
+        "src/execbudget/ledger/_pg_async.py",
+        "src/execbudget/ledger/_pg_sync.py",
+        (
+            (r"psycopg\.AsyncConnection", "psycopg.Connection"),
+            (r"AsyncConnectionPool", "ConnectionPool"),
+            (r"AsyncPostgresStorage", "PostgresStorage"),
+            (r"asyncio\.Lock", "threading.Lock"),
+            (r"import asyncio", "import threading"),
+        ),
+    ),
 ]
 
 HEADER = (

@@ -20,6 +20,7 @@ import pytest
 from execbudget.clock import Clock
 from execbudget.ledger import AsyncLedger, MemoryStorage, SQLiteStorage
 
+from ._pg_backend import make_postgres, make_postgres_async
 from ._redis_backend import make_redis, make_redis_async
 
 T = TypeVar("T")
@@ -55,6 +56,7 @@ BACKENDS: list[Backend] = [
     Backend("memory", _memory),
     Backend("sqlite", _sqlite),
     Backend("redis", make_redis, make_redis_async, marks=(pytest.mark.redis,)),
+    Backend("postgres", make_postgres, make_postgres_async, marks=(pytest.mark.postgres,)),
 ]
 
 

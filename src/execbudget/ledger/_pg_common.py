@@ -1,0 +1,372 @@
+"""
+The pure half of the PostgreSQL backend, shared by the async source and the generated
+sync twin: URL options, SQL text, argument building, result parsing and the migration
+files. Nothing here does I/O, so the twins differ only by ``await``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, Final
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import psycopg
+from psycopg import sql
+
+from ..errors import ConfigurationError
+from ._types import (
+    Denial,
+    Event,
+    HoldRecord,
+    HoldState,
+    LineKey,
+    LineRequest,
+    LineState,
+    OnExpiry,
+    ReserveOutcome,
+    ReserveStatus,
+    SettleMode,
+    SettleOutcome,
+    SettleStatus,
+)
+
+DEFAULT_SCHEMA: Final = "execbudget"
+SCHEMES: Final = ("postgresql", "postgres")
+_SYNC_COMMIT: Final = ("on", "off", "local", "remote_write", "remote_apply")
+_SCHEMA_NAME: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+#: execbudget's own URL options; every other query parameter goes to libpq unchanged.
+OPTIONS: Final = (
+    "schema",
+    "synchronous_commit",
+    "pool_min",
+    "pool_max",
+    "timeout",
+    "prepare_threshold",
+    "migrate",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PgSettings:
+    """What a ``postgresql://`` URL asks for, validated."""
+
+    #: The URL for libpq, without execbudget's options (and still with any password).
+    conninfo: str
+    #: ``host:port/dbname`` for messages: never the password.
+    where: str
+    schema: str = DEFAULT_SCHEMA
+    #: ``on`` (default) loses nothing acknowledged; ``off`` may lose the last ~0.6 s of
+    #: acknowledged operations on a server crash (see docs/ledger-postgres.md).
+    synchronous_commit: str = "on"
+    pool_min: int = 1
+    pool_max: int = 10
+    #: Seconds to wait for a pooled connection before failing closed.
+    timeout_s: float = 5.0
+    #: psycopg prepares a statement after this many runs; 0 = at once, None = never
+    #: (for PgBouncer in transaction mode before 1.21).
+    prepare_threshold: int | None = 0
+    #: Migrate the schema on first use (``migrate=auto``) or refuse (``migrate=off``).
+    migrate: bool = True
+    #: libpq keywords execbudget adds when the URL does not set them.
+    extra: tuple[tuple[str, str], ...] = ()
+
+    def connect_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for every connection: autocommit, one statement per call."""
+        kwargs: dict[str, Any] = {"autocommit": True, "prepare_threshold": self.prepare_threshold}
+        kwargs.update(self.extra)
+        return kwargs
+
+
+def _int_option(options: Mapping[str, str], name: str, default: int, low: int) -> int:
+    raw = options.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigurationError(
+            f"postgresql URL option {name}={raw!r} is not a whole number"
+        ) from None
+    if value < low:
+        raise ConfigurationError(f"postgresql URL option {name} must be at least {low}")
+    return value
+
+
+def parse_url(url: str) -> PgSettings:
+    """Split a ``postgresql://`` URL into libpq's part and execbudget's options."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in SCHEMES:
+        raise ConfigurationError(f"not a PostgreSQL URL: {parts.scheme}:// (use postgresql://)")
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    ours = {k: v for k, v in query if k in OPTIONS}
+    rest = [(k, v) for k, v in query if k not in OPTIONS]
+    conninfo = urlunsplit(parts._replace(query=urlencode(rest)))
+    try:
+        params = psycopg.conninfo.conninfo_to_dict(conninfo)
+    except psycopg.Error as exc:
+        raise ConfigurationError(f"bad postgresql URL: {exc}") from None
+
+    schema = ours.get("schema", DEFAULT_SCHEMA)
+    if not _SCHEMA_NAME.match(schema):
+        raise ConfigurationError(
+            f"postgresql schema {schema!r} must be letters, digits and _ (at most 63), "
+            "not starting with a digit"
+        )
+    sync_commit = ours.get("synchronous_commit", "on").lower()
+    if sync_commit not in _SYNC_COMMIT:
+        raise ConfigurationError(
+            f"postgresql synchronous_commit={sync_commit!r} is not one of {', '.join(_SYNC_COMMIT)}"
+        )
+    pool_min = _int_option(ours, "pool_min", 1, 0)
+    pool_max = _int_option(ours, "pool_max", max(10, pool_min), 1)
+    if pool_max < pool_min:
+        raise ConfigurationError("postgresql pool_max must not be below pool_min")
+    try:
+        timeout = float(ours.get("timeout", "5"))
+    except ValueError:
+        raise ConfigurationError("postgresql URL option timeout must be seconds") from None
+    if not (0 < timeout <= 3600):
+        raise ConfigurationError("postgresql URL option timeout must be in (0, 3600] seconds")
+    prepare_raw = ours.get("prepare_threshold", "0").lower()
+    prepare = (
+        None if prepare_raw in ("none", "off", "") else _int_option(ours, "prepare_threshold", 0, 0)
+    )
+    migrate_raw = ours.get("migrate", "auto").lower()
+    if migrate_raw not in ("auto", "on", "off"):
+        raise ConfigurationError("postgresql URL option migrate must be auto or off")
+
+    extra: list[tuple[str, str]] = []
+    if "application_name" not in params:
+        extra.append(("application_name", "execbudget"))
+    if "connect_timeout" not in params:
+        extra.append(("connect_timeout", str(max(2, math.ceil(timeout)))))
+    host = params.get("host") or params.get("hostaddr") or "localhost"
+    where = (
+        f"{host}:{params.get('port') or 5432}/{params.get('dbname') or params.get('user') or ''}"
+    )
+    return PgSettings(
+        conninfo=conninfo,
+        where=where,
+        schema=schema,
+        synchronous_commit=sync_commit,
+        pool_min=pool_min,
+        pool_max=pool_max,
+        timeout_s=timeout,
+        prepare_threshold=prepare,
+        migrate=migrate_raw != "off",
+        extra=tuple(extra),
+    )
+
+
+def unreachable_message(settings: PgSettings, reason: str) -> str:
+    """What to tell an operator when no connection could be had in time."""
+    return (
+        f"no connection to PostgreSQL at {settings.where} within {settings.timeout_s:g}s "
+        f"({reason}); check that the server is running and accepts connections there, the "
+        "URL's host, port, user, password and database name, and pg_hba.conf"
+    )
+
+
+# -- migrations -----------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: str
+    name: str
+    sql: str
+
+
+def _load_migrations() -> tuple[Migration, ...]:
+    folder = resources.files(__package__ or "execbudget.ledger").joinpath("_sql")
+    found = []
+    for entry in folder.iterdir():
+        if entry.name.endswith(".sql"):
+            version, _, name = entry.name[: -len(".sql")].partition("_")
+            found.append(Migration(version, name, entry.read_text(encoding="utf-8")))
+    return tuple(sorted(found, key=lambda m: m.version))
+
+
+MIGRATIONS: Final = _load_migrations()
+LATEST: Final = MIGRATIONS[-1].version
+
+
+def quote_schema(schema: str) -> str:
+    return sql.Identifier(schema).as_string()
+
+
+def render(migration: Migration, schema: str) -> str:
+    return migration.sql.replace("@schema@", quote_schema(schema))
+
+
+def pending(installed: set[str], schema: str) -> list[Migration]:
+    """The migrations still to apply; refuses a schema newer than this code."""
+    unknown = installed - {m.version for m in MIGRATIONS}
+    if unknown:
+        raise ConfigurationError(
+            f"ledger schema {schema!r} has migration(s) {sorted(unknown)} that this "
+            f"execbudget does not know (it knows up to {LATEST}); upgrade execbudget"
+        )
+    return [m for m in MIGRATIONS if m.version not in installed]
+
+
+def not_migrated_message(schema: str, missing: Sequence[Migration], url_hint: str) -> str:
+    versions = ", ".join(m.version for m in missing)
+    return (
+        f"the ledger schema {schema!r} at {url_hint} is not migrated (missing {versions}) and "
+        "the URL says migrate=off; run: execbudget ledger migrate URL"
+    )
+
+
+# -- SQL ------------------------------------------------------------------------------
+class Queries:
+    """Every statement, schema-qualified once, so each is prepared once per connection."""
+
+    def __init__(self, schema: str) -> None:
+        s = quote_schema(schema)
+        self.schema = schema
+        self.reserve = (
+            f"SELECT * FROM {s}.eb_reserve(%s, %s::text[], %s::text[], %s::text[],"
+            " %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint, %s, %s, %s::bigint)"
+        )
+        self.settle = f"SELECT * FROM {s}.eb_settle(%s, %s, %s::text[], %s::bigint[], %s::bigint)"
+        self.extend = (
+            f"UPDATE {s}.eb_hold SET expires_at_ms = coalesce(%s::bigint, {s}.eb_now_ms()) + %s"
+            " WHERE rid = %s AND state = 'held'"
+        )
+        self.reap = f"SELECT {s}.eb_reap(%s, %s::bigint)"
+        self.lines = (
+            "SELECT scope, win, dim, coalesce(override, lim), spent, held, overrun, blocked"
+            f" FROM {s}.eb_line WHERE starts_with(scope, %s)"
+            ' ORDER BY scope COLLATE "C", win COLLATE "C", dim COLLATE "C"'
+        )
+        hold_cols = (
+            "SELECT h.rid, h.state, k.scopes, k.wins, k.dims, h.amounts, h.charged,"
+            f" h.created_ms, h.expires_at_ms, h.on_expiry, h.settled_ms FROM {s}.eb_hold h"
+            f" CROSS JOIN LATERAL {s}.eb_keys(h.line_ids) k"
+        )
+        self.hold = f"{hold_cols} WHERE h.rid = %s"
+        self.holds = (
+            f"{hold_cols} WHERE h.state = 'held'"
+            " AND EXISTS (SELECT 1 FROM unnest(k.scopes) AS u(sc) WHERE starts_with(u.sc, %s))"
+            " ORDER BY h.expires_at_ms, h.rid"
+        )
+        self.events = (
+            "SELECT e.seq, e.ts_ms, e.kind, e.rid, k.scopes, k.wins, k.dims, e.amounts"
+            f" FROM {s}.eb_event e CROSS JOIN LATERAL {s}.eb_keys(e.line_ids) k"
+            " WHERE e.seq > %s ORDER BY e.seq LIMIT %s"
+        )
+        self.set_limit = (
+            f"INSERT INTO {s}.eb_line (scope, win, dim, lim, override) VALUES (%s, %s, %s, %s, %s)"
+            " ON CONFLICT (scope, win, dim) DO UPDATE SET override = excluded.override"
+        )
+        self.block = (
+            f"INSERT INTO {s}.eb_line (scope, win, dim, lim, blocked) VALUES (%s, %s, %s, 0, %s)"
+            " ON CONFLICT (scope, win, dim) DO UPDATE SET blocked = excluded.blocked"
+        )
+        self.purge = f"DELETE FROM {s}.eb_hold WHERE state <> 'held' AND settled_ms < %s"
+        self.now = f"SELECT {s}.eb_now_ms()"
+        self.installed = f"SELECT version FROM {s}.eb_migrations"
+        self.lock = "SELECT pg_advisory_xact_lock(hashtext('execbudget.migrate'), hashtext(%s))"
+        self.create_schema = f"CREATE SCHEMA IF NOT EXISTS {s}"
+        self.create_migrations = (
+            f"CREATE TABLE IF NOT EXISTS {s}.eb_migrations (version text PRIMARY KEY,"
+            " name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        self.record_migration = f"INSERT INTO {s}.eb_migrations (version, name) VALUES (%s, %s)"
+
+
+#: Run once on every new pooled connection.
+CONFIGURE: Final = (
+    "SELECT set_config('synchronous_commit', %s, false),"
+    " set_config('default_transaction_isolation', 'read committed', false)"
+)
+
+#: Raised by a query on a schema or table that does not exist yet.
+MISSING_SCHEMA: Final = (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName)
+
+
+# -- arguments ------------------------------------------------------------------------
+def reserve_args(
+    rid: str,
+    lines: Sequence[LineRequest],
+    ttl_ms: int,
+    on_expiry: OnExpiry,
+    charge_now: bool,
+    now_ms: int | None,
+) -> tuple[Any, ...]:
+    return (
+        rid,
+        [r.key.scope for r in lines],
+        [r.key.window for r in lines],
+        [r.key.dimension for r in lines],
+        [r.limit for r in lines],
+        [r.amount for r in lines],
+        [r.window_end_ms for r in lines],
+        ttl_ms,
+        on_expiry.value,
+        charge_now,
+        now_ms,
+    )
+
+
+def settle_args(
+    rid: str, mode: SettleMode, actual: Mapping[str, int] | None, now_ms: int | None
+) -> tuple[Any, ...]:
+    dims = list(actual) if actual else None
+    values = [actual[d] for d in dims] if actual and dims else None
+    return (rid, mode.value, dims, values, now_ms)
+
+
+# -- results --------------------------------------------------------------------------
+def _keys(scopes: Sequence[str], wins: Sequence[str], dims: Sequence[str]) -> list[LineKey]:
+    return [LineKey(s, w, d) for s, w, d in zip(scopes, wins, dims, strict=True)]
+
+
+def _by_key(keys: Sequence[LineKey], values: Sequence[int] | None) -> dict[LineKey, int]:
+    if not values:
+        return {}
+    return {k: int(v) for k, v in zip(keys, values, strict=True)}
+
+
+def reserve_outcome(row: Sequence[Any], lines: Sequence[LineRequest]) -> ReserveOutcome:
+    status, expires, index, limit, spent, held, reason = row
+    if status == "denied":
+        req = lines[index]
+        denial = Denial(index, req.key, limit, spent, held, req.amount, reason)
+        return ReserveOutcome(ReserveStatus.DENIED, denial=denial)
+    return ReserveOutcome(ReserveStatus(status), expires)
+
+
+def settle_outcome(row: Sequence[Any]) -> SettleOutcome:
+    status, scopes, wins, dims, charged = row
+    if status == "unknown":
+        return SettleOutcome(SettleStatus.UNKNOWN)
+    return SettleOutcome(SettleStatus(status), _by_key(_keys(scopes, wins, dims), charged))
+
+
+def line_state(row: Sequence[Any]) -> LineState:
+    scope, win, dim, limit, spent, held, overrun, blocked = row
+    return LineState(LineKey(scope, win, dim), limit, spent, held, overrun, blocked)
+
+
+def hold_record(row: Sequence[Any]) -> HoldRecord:
+    rid, state, scopes, wins, dims, amounts, charged, created, expires, on_expiry, settled = row
+    keys = _keys(scopes, wins, dims)
+    return HoldRecord(
+        rid,
+        HoldState(state),
+        _by_key(keys, amounts),
+        _by_key(keys, charged),
+        created,
+        expires,
+        OnExpiry(on_expiry),
+        settled,
+    )
+
+
+def event(row: Sequence[Any]) -> Event:
+    seq, ts_ms, kind, rid, scopes, wins, dims, amounts = row
+    return Event(seq, ts_ms, kind, rid, _by_key(_keys(scopes, wins, dims), amounts))
