@@ -42,7 +42,10 @@ class FakeConfig:
             last message is the user's (not a tool result), ``"always"`` calls one on every
             turn (an agent that never finishes), ``"never"`` answers with text.
         tool_calls_per_turn: tool calls in one answer (parallel tool calls).
-        omit_usage: report no usage at all (non-stream body and stream).
+        omit_usage: report no usage at all (non-stream body and stream). Real Anthropic
+            always reports usage, and anthropic 2.x's ``messages.stream()`` helper raises
+            ``AttributeError`` on a ``message_delta`` without it; iterate
+            ``messages.create(stream=True)`` to see the raw events instead.
         seed: mixed into the text seed and drives the error-rate RNG.
 
     Faults:
