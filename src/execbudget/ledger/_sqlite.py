@@ -14,10 +14,9 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Final
+from typing import Any, ClassVar, Final, TypeVar
 
 from ..clock import SYSTEM_CLOCK, Clock
 from ..errors import ConfigurationError
@@ -38,6 +37,7 @@ from ._types import (
     SettleStatus,
 )
 
+_R = TypeVar("_R")
 SCHEMA_VERSION: Final = 1
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS eb_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -157,19 +157,19 @@ class SQLiteStorage:
             conn.execute("ROLLBACK")
             raise
 
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def _tx(self, fn: Callable[..., _R], *args: Any) -> _R:
+        """Run ``fn(conn, *args)`` in one ``BEGIN IMMEDIATE`` transaction."""
         conn = self._conn()
         conn.execute("BEGIN IMMEDIATE")
         try:
-            yield conn
+            result = fn(conn, *args)
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
-        else:
-            if conn.in_transaction:
-                conn.execute("COMMIT")
+        if conn.in_transaction:
+            conn.execute("COMMIT")
+        return result
 
     def _line_ids(
         self, conn: sqlite3.Connection, lines: Sequence[LineRequest]
@@ -219,9 +219,9 @@ class SQLiteStorage:
         on_expiry: OnExpiry = OnExpiry.RELEASE,
         charge_now: bool = False,
     ) -> ReserveOutcome:
-        now = self.clock.now_ms()
-        with self._write() as conn:
-            outcome, fresh = self._reserve(conn, now, rid, lines, ttl_ms, on_expiry, charge_now)
+        outcome, fresh = self._tx(
+            self._reserve, self.clock.now_ms(), rid, lines, ttl_ms, on_expiry, charge_now
+        )
         if outcome.status is ReserveStatus.OK:
             self._remember(fresh)
         return outcome
@@ -236,13 +236,31 @@ class SQLiteStorage:
         on_expiry: OnExpiry,
         charge_now: bool,
     ) -> tuple[ReserveOutcome, dict[LineKey, int]]:
-        row = conn.execute(
-            "SELECT state, expires_at_ms FROM eb_hold WHERE rid = ?", (rid,)
-        ).fetchone()
-        if row is not None:
-            status = ReserveStatus.DUP if row[0] == HoldState.HELD else ReserveStatus.SETTLED
-            return ReserveOutcome(status, row[1]), {}
         ids, fresh = self._line_ids(conn, lines)
+        pairs = json.dumps([[i, req.amount] for req, i in zip(lines, ids, strict=True)])
+        expires = now + ttl_ms
+        # Claim the rid first: a retried reserve finds it taken and changes nothing.
+        claimed = conn.execute(
+            "INSERT INTO eb_hold (rid, state, lines, charged, created_ms, expires_at_ms,"
+            " on_expiry, settled_ms) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (rid) DO NOTHING",
+            (
+                rid,
+                (HoldState.COMMITTED if charge_now else HoldState.HELD).value,
+                pairs,
+                pairs if charge_now else None,
+                now,
+                expires,
+                on_expiry.value,
+                now if charge_now else None,
+            ),
+        ).rowcount
+        if not claimed:
+            state, old_expiry = conn.execute(
+                "SELECT state, expires_at_ms FROM eb_hold WHERE rid = ?", (rid,)
+            ).fetchone()
+            conn.execute("ROLLBACK")
+            status = ReserveStatus.DUP if state == HoldState.HELD else ReserveStatus.SETTLED
+            return ReserveOutcome(status, old_expiry), {}
         marks = ",".join("?" * len(ids))
         books = {
             r[0]: r[1:]
@@ -258,28 +276,18 @@ class SQLiteStorage:
             if blocked is not None or spent + held + req.amount > limit:
                 conn.execute("ROLLBACK")
                 denial = Denial(i, req.key, limit, spent, held, req.amount, blocked or "limit")
-                return ReserveOutcome(ReserveStatus.DENIED, denial=denial), {}
+                return ReserveOutcome(ReserveStatus.DENIED, None, denial), {}
         column = "spent" if charge_now else "held"
-        conn.executemany(
-            f"UPDATE eb_line SET {column} = {column} + ?, lim = ? WHERE id = ?",
-            [(req.amount, req.limit, line_id) for req, line_id in zip(lines, ids, strict=True)],
-        )
-        pairs = json.dumps([[i, req.amount] for req, i in zip(lines, ids, strict=True)])
-        expires = now + ttl_ms
-        state = HoldState.COMMITTED if charge_now else HoldState.HELD
+        add_case = " ".join("WHEN ? THEN ?" for _ in ids)
+        params: list[Any] = []
+        for req, line_id in zip(lines, ids, strict=True):
+            params += (line_id, req.amount)
+        for req, line_id in zip(lines, ids, strict=True):
+            params += (line_id, req.limit)
         conn.execute(
-            "INSERT INTO eb_hold (rid, state, lines, charged, created_ms, expires_at_ms,"
-            " on_expiry, settled_ms) VALUES (?,?,?,?,?,?,?,?)",
-            (
-                rid,
-                state.value,
-                pairs,
-                pairs if charge_now else None,
-                now,
-                expires,
-                on_expiry.value,
-                now if charge_now else None,
-            ),
+            f"UPDATE eb_line SET {column} = {column} + CASE id {add_case} END,"
+            f" lim = CASE id {add_case} END WHERE id IN ({marks})",
+            (*params, *ids),
         )
         conn.execute(
             "INSERT INTO eb_event (ts_ms, kind, rid, lines) VALUES (?, 'reserve', ?, ?)",
@@ -295,41 +303,60 @@ class SQLiteStorage:
     def settle(
         self, rid: str, mode: SettleMode, actual: Mapping[str, int] | None = None
     ) -> SettleOutcome:
-        now = self.clock.now_ms()
-        with self._write() as conn:
-            row = conn.execute(
-                "SELECT state, lines, charged FROM eb_hold WHERE rid = ?", (rid,)
-            ).fetchone()
-            if row is None:
-                return SettleOutcome(SettleStatus.UNKNOWN)
-            state, lines_json, charged_json = row
-            if state != HoldState.HELD:
-                return SettleOutcome(SettleStatus.SETTLED, self._decode(conn, charged_json))
-            held = {self._key(conn, i): a for i, a in json.loads(lines_json)}
-            charged = charges_for(mode, held, actual)
-            updates = []
-            overrun = False
-            for key, amount in held.items():
-                charge = charged[key]
-                over = max(0, charge - amount)
-                overrun = overrun or over > 0
-                updates.append((amount, charge, over, over, self._ids[key]))
+        return self._tx(self._settle, self.clock.now_ms(), rid, mode, actual)
+
+    def _settle(
+        self,
+        conn: sqlite3.Connection,
+        now: int,
+        rid: str,
+        mode: SettleMode,
+        actual: Mapping[str, int] | None,
+    ) -> SettleOutcome:
+        row = conn.execute(
+            "SELECT state, lines, charged FROM eb_hold WHERE rid = ?", (rid,)
+        ).fetchone()
+        if row is None:
+            return SettleOutcome(SettleStatus.UNKNOWN)
+        state, lines_json, charged_json = row
+        if state != HoldState.HELD:
+            return SettleOutcome(SettleStatus.SETTLED, self._decode(conn, charged_json))
+        held_pairs: list[list[int]] = json.loads(lines_json)
+        held = {self._key(conn, i): a for i, a in held_pairs}
+        charged = charges_for(mode, held, actual)
+        charges = [(i, a, charged[self._keys[i]]) for i, a in held_pairs]
+        if any(c > a for _, a, c in charges):
             conn.executemany(
                 "UPDATE eb_line SET held = held - ?, spent = spent + ?, overrun = overrun + ?,"
                 " blocked = CASE WHEN ? > 0 THEN coalesce(blocked, 'overrun') ELSE blocked END"
                 " WHERE id = ?",
-                updates,
+                [(a, c, max(0, c - a), max(0, c - a), i) for i, a, c in charges],
             )
-            charged_pairs = json.dumps([[self._ids[k], c] for k, c in charged.items()])
+            status = SettleStatus.OVERRUN
+        else:
+            case = " ".join("WHEN ? THEN ?" for _ in charges)
+            params: list[int] = []
+            for i, a, _ in charges:
+                params += (i, a)
+            for i, _, c in charges:
+                params += (i, c)
+            marks = ",".join("?" * len(charges))
             conn.execute(
-                "UPDATE eb_hold SET state = ?, charged = ?, settled_ms = ? WHERE rid = ?",
-                (_SETTLED_STATE[mode].value, charged_pairs, now, rid),
+                f"UPDATE eb_line SET held = held - CASE id {case} END,"
+                f" spent = spent + CASE id {case} END WHERE id IN ({marks})",
+                (*params, *(i for i, _, _ in charges)),
             )
-            conn.execute(
-                "INSERT INTO eb_event (ts_ms, kind, rid, lines) VALUES (?, ?, ?, ?)",
-                (now, mode.value, rid, charged_pairs),
-            )
-            return SettleOutcome(SettleStatus.OVERRUN if overrun else SettleStatus.OK, charged)
+            status = SettleStatus.OK
+        charged_pairs = json.dumps([[i, c] for i, _, c in charges])
+        conn.execute(
+            "UPDATE eb_hold SET state = ?, charged = ?, settled_ms = ? WHERE rid = ?",
+            (_SETTLED_STATE[mode].value, charged_pairs, now, rid),
+        )
+        conn.execute(
+            "INSERT INTO eb_event (ts_ms, kind, rid, lines) VALUES (?, ?, ?, ?)",
+            (now, mode.value, rid, charged_pairs),
+        )
+        return SettleOutcome(status, charged)
 
     def _decode(self, conn: sqlite3.Connection, pairs_json: str | None) -> dict[LineKey, int]:
         if not pairs_json:
@@ -337,12 +364,13 @@ class SQLiteStorage:
         return {self._key(conn, i): a for i, a in json.loads(pairs_json)}
 
     def extend(self, rid: str, ttl_ms: int) -> bool:
-        with self._write() as conn:
-            cur = conn.execute(
+        return (
+            self._write(
                 "UPDATE eb_hold SET expires_at_ms = ? WHERE rid = ? AND state = 'held'",
                 (self.clock.now_ms() + ttl_ms, rid),
             )
-            return cur.rowcount == 1
+            == 1
+        )
 
     def reap(self, limit: int = 200) -> int:
         due = (
@@ -414,28 +442,31 @@ class SQLiteStorage:
         return [Event(s, t, k, r, self._decode(conn, lines)) for s, t, k, r, lines in rows]
 
     def set_limit(self, key: LineKey, limit: int | None) -> None:
-        with self._write() as conn:
-            conn.execute(
-                "INSERT INTO eb_line (scope, win, dim, lim, override) VALUES (?,?,?,?,?)"
-                " ON CONFLICT (scope, win, dim) DO UPDATE SET override = excluded.override",
-                (key.scope, key.window, key.dimension, limit or 0, limit),
-            )
+        self._write(
+            "INSERT INTO eb_line (scope, win, dim, lim, override) VALUES (?,?,?,?,?)"
+            " ON CONFLICT (scope, win, dim) DO UPDATE SET override = excluded.override",
+            (key.scope, key.window, key.dimension, limit or 0, limit),
+        )
 
     def block(self, key: LineKey, reason: str | None) -> None:
-        with self._write() as conn:
-            conn.execute(
-                "INSERT INTO eb_line (scope, win, dim, lim, blocked) VALUES (?,?,?,0,?)"
-                " ON CONFLICT (scope, win, dim) DO UPDATE SET blocked = excluded.blocked",
-                (key.scope, key.window, key.dimension, reason),
-            )
+        self._write(
+            "INSERT INTO eb_line (scope, win, dim, lim, blocked) VALUES (?,?,?,0,?)"
+            " ON CONFLICT (scope, win, dim) DO UPDATE SET blocked = excluded.blocked",
+            (key.scope, key.window, key.dimension, reason),
+        )
 
     def purge(self, settled_before_ms: int) -> int:
-        with self._write() as conn:
-            cur = conn.execute(
-                "DELETE FROM eb_hold WHERE state <> 'held' AND settled_ms < ?",
-                (settled_before_ms,),
-            )
-            return cur.rowcount
+        return self._write(
+            "DELETE FROM eb_hold WHERE state <> 'held' AND settled_ms < ?", (settled_before_ms,)
+        )
+
+    def _write(self, sql: str, params: Sequence[Any]) -> int:
+        """One statement in its own write transaction; returns the rows it changed."""
+
+        def run(conn: sqlite3.Connection) -> int:
+            return int(conn.execute(sql, params).rowcount)
+
+        return self._tx(run)
 
     def now_ms(self) -> int:
         return self.clock.now_ms()
