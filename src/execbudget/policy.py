@@ -39,7 +39,7 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -55,6 +55,9 @@ from .units import (
     parse_money,
 )
 from .windows import Window, timezone
+
+if TYPE_CHECKING:
+    from .pricing import PriceBook
 
 _WINDOWED_NOT_ALLOWED = {Dimension.DEPTH, Dimension.TIME, Dimension.CONCURRENCY}
 
@@ -194,7 +197,9 @@ class _Problems:
 
 
 def _strip_what(message: str) -> str:
-    return message.split(": ", 1)[1] if ": " in message and message.index(": ") < 40 else message
+    """Drop a leading ``what:`` (the path already says where) but keep longer prefixes."""
+    head, sep, rest = message.partition(": ")
+    return rest if sep and len(head) < 40 and " " not in head.strip() else message
 
 
 def parse_limits(
@@ -268,6 +273,14 @@ def parse_per_call(spec: PerCallSpec, currency: str, path: str, problems: _Probl
     )
 
 
+def _price_overrides(models: Mapping[str, Any]) -> dict[str, Any]:
+    if not models:
+        return {}
+    from .pricing import parse_price_overrides
+
+    return parse_price_overrides(models)
+
+
 def _check_match(pattern: str) -> str | None:
     kind, sep, name = pattern.partition(":")
     if not sep or not kind or not name:
@@ -308,6 +321,9 @@ class Policy:
             rules.append(
                 _Rule(rule.match, ScopeLimits(lines, depth, time_ms, caps, rule.on_expiry))
             )
+        self._price_overrides = problems.run(
+            "pricing.models", _price_overrides, spec.pricing.models
+        ) or {}
         if spec.degradation.mode == "downgrade" and not spec.degradation.model:
             problems.items.append(
                 "degradation.model: mode 'downgrade' needs the name of the cheaper model"
@@ -316,6 +332,7 @@ class Policy:
             raise PolicyError(source, problems.items)
         self._rules = tuple(rules)
         self._cache: dict[str, ScopeLimits] = {}
+        self._book: PriceBook | None = None
 
     # -- loading -------------------------------------------------------------------------
     @classmethod
@@ -395,6 +412,19 @@ class Policy:
         if problems.items:
             raise ConfigurationError("; ".join(problems.items))
         return ScopeLimits(lines, depth, time_ms)
+
+    def price_book(self) -> PriceBook:
+        """The price book this policy describes: bundled prices, overrides, fallback."""
+        if self._book is None:
+            from .pricing import PriceBook
+
+            self._book = PriceBook(
+                self._price_overrides,
+                fallback_model=self.spec.pricing.fallback_model,
+                allow_unpriced=self.spec.pricing.unpriced == "allow",
+                currency=self.currency,
+            )
+        return self._book
 
     def on_expiry_for(self, limits: ScopeLimits) -> OnExpiry:
         return limits.on_expiry or self.spec.on_expiry
