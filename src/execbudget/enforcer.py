@@ -23,6 +23,7 @@ from .ledger import (
     DEFAULT_URL,
     AsyncLedger,
     Ledger,
+    LineKey,
     LineRequest,
     LineState,
     OnExpiry,
@@ -414,26 +415,36 @@ class Enforcer:
         """
         Per dimension, the least room left on any line of the chain (ledger units).
 
-        A read, not a hold: use it to size an action (clamp ``max_tokens``), then hold.
+        A read, not a hold: use it to size an action (clamp ``max_tokens``), then hold; a
+        concurrent caller may take the room in between, and the hold then says so.
         """
-        frame = self._frame(frame)
+        wanted = self._room_lines(frame)
+        found = [self.ledger.lines(scope) for scope in {key.scope for key in wanted}]
+        return _least_room(wanted, found)
+
+    async def aremaining(self, frame: Frame | None = None) -> dict[str, int]:
+        wanted = self._room_lines(frame)
+        found = [await self.aledger.lines(scope) for scope in {key.scope for key in wanted}]
+        return _least_room(wanted, found)
+
+    def _room_lines(self, frame: Frame | None) -> dict[LineKey, int]:
         lines = plan_lines(
-            frame, dict.fromkeys(_ALL_LEDGER_DIMS, 0), self.clock.now_ms(), self.policy.timezone
+            self._frame(frame),
+            dict.fromkeys(_ALL_LEDGER_DIMS, 0),
+            self.clock.now_ms(),
+            self.policy.timezone,
         )
-        if not lines:
-            return {}
-        wanted = {line.key: line.limit for line in lines}
-        found: dict[Any, LineState] = {}
-        for scope in {line.key.scope for line in lines}:
-            for state in self.ledger.lines(scope):
-                if state.key in wanted:
-                    found[state.key] = state
-        room: dict[str, int] = {}
-        for key, limit in wanted.items():
-            seen = found.get(key)
-            left = limit if seen is None else seen.remaining
-            room[key.dimension] = min(left, room.get(key.dimension, left))
-        return room
+        return {line.key: line.limit for line in lines}
+
+
+def _least_room(wanted: Mapping[LineKey, int], found: list[list[LineState]]) -> dict[str, int]:
+    states = {state.key: state for batch in found for state in batch if state.key in wanted}
+    room: dict[str, int] = {}
+    for key, limit in wanted.items():
+        seen = states.get(key)
+        left = limit if seen is None else seen.remaining
+        room[key.dimension] = min(left, room.get(key.dimension, left))
+    return room
 
 
 _ALL_LEDGER_DIMS = [d.value for d in Dimension if d not in (Dimension.DEPTH, Dimension.TIME)]
