@@ -1,0 +1,98 @@
+"""Redis specifics the contract suite does not reach: exact big amounts, key layout, URL
+options, WAITAOF, and the function library coming back after a server lost it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from redis.crc import key_slot
+
+from execbudget.errors import ConfigurationError
+from execbudget.ledger import Ledger, LineKey, LineRequest, ReserveStatus, reconcile
+from execbudget.ledger._redis_common import Keys, parse_url
+from execbudget.ledger.redis import RedisStorage
+
+from ._redis_backend import REDIS_URL, drop_prefix, new_prefix, require_redis, url_with
+from ._redis_server import PrivateRedis
+
+BIG = 2**62
+
+
+@pytest.fixture
+def prefix() -> Iterator[str]:
+    require_redis()
+    prefix = new_prefix("unit")
+    yield prefix
+    drop_prefix(prefix)
+
+
+@pytest.mark.redis
+def test_amounts_up_to_2_62_stay_exact(prefix: str) -> None:
+    key = LineKey("org:big", "total", "cost")
+    with Ledger.from_url(url_with(REDIS_URL, prefix=prefix)) as ledger:
+        first = ledger.reserve([LineRequest(key, BIG, BIG - 3)])
+        # A double would round 2**62 - 3 + 4 down to the limit and grant this one.
+        _, outcome = ledger.try_reserve([LineRequest(key, BIG, 4)])
+        assert outcome.status is ReserveStatus.DENIED
+        assert (outcome.denial.held, outcome.denial.limit) == (BIG - 3, BIG)
+        ledger.reserve([LineRequest(key, BIG, 3)])
+        ledger.commit(first, {"cost": BIG - 7})
+        (line,) = ledger.lines("org:big")
+        assert (line.spent, line.held, line.limit) == (BIG - 7, 3, BIG)
+        assert reconcile(ledger.lines(), ledger.events()) == []
+
+
+@pytest.mark.redis
+def test_every_key_of_a_ledger_is_in_one_cluster_slot(prefix: str) -> None:
+    odd = LineKey("org:a/b%2F{c}*", "w/1", "cost")
+    with Ledger.from_url(url_with(REDIS_URL, prefix=prefix)) as ledger:
+        rid = ledger.reserve([LineRequest(odd, 100, 5), LineRequest(LineKey("r", "t", "d"), 9, 1)])
+        ledger.commit(rid, {"cost": 2})
+        assert {line.key for line in ledger.lines()} == {odd, LineKey("r", "t", "d")}
+        assert ledger.lines("org:a/b%") and not ledger.lines("org:a/c")
+    with redis.Redis.from_url(REDIS_URL) as client:
+        names = list(client.scan_iter(match="{" + prefix + "}*"))
+    assert len(names) >= 5  # two lines, the hold, the event stream, the seq counter
+    assert len({key_slot(name) for name in names}) == 1
+
+
+def test_url_options() -> None:
+    options = parse_url("rediss://u:p@h:1/2?prefix=x:&wait_aof=1&socket_timeout=3")
+    assert (options.prefix, options.wait_aof) == ("x:", True)
+    assert options.driver_url == "rediss://u:p@h:1/2?socket_timeout=3"
+    for bad in ("redis://h?prefx=1", "redis://h?prefix={x}", "redis://h?wait_aof=maybe"):
+        with pytest.raises(ConfigurationError):
+            parse_url(bad)
+    assert Keys("p:").parse_line(Keys("p:").line(LineKey("a/%b", "w", "d"))) == LineKey(
+        "a/%b", "w", "d"
+    )
+
+
+@pytest.mark.redis
+def test_wait_aof_is_refused_clearly_before_redis_7_2(prefix: str) -> None:
+    with redis.Redis.from_url(REDIS_URL) as client:
+        version = tuple(int(p) for p in str(client.info("server")["redis_version"]).split(".")[:2])
+    if version >= (7, 2):
+        pytest.skip("this server has WAITAOF; the AOF path is covered by the fault tests")
+    with Ledger.from_url(url_with(REDIS_URL, prefix=prefix, wait_aof="1")) as ledger:
+        with pytest.raises(ConfigurationError, match=r"wait_aof=1 needs Redis ≥ 7\.2"):
+            ledger.reserve([LineRequest(LineKey("s", "w", "d"), 10, 1)])
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+def test_library_is_loaded_again_after_a_server_lost_it(tmp_path: Path) -> None:
+    server = PrivateRedis(tmp_path / "r", appendonly=False)
+    server.start()
+    try:
+        storage = RedisStorage.from_url(server.url)
+        with Ledger(storage) as ledger:
+            ledger.reserve([LineRequest(LineKey("s", "w", "d"), 10, 1)])
+            server.restart()  # no persistence: data and functions are gone
+            ledger.reserve([LineRequest(LineKey("s", "w", "d"), 10, 1)])
+            assert [line.held for line in ledger.lines()] == [1]
+    finally:
+        server.stop()
