@@ -49,6 +49,10 @@ _OTHER_SCRIPTS = (
     "Ngân sách được giữ trước khi gọi. Zürich, façade, naïve, Ærø, łódź."
 )
 
+_B64 = (
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAQAAAC1HAwCAAAAC0lEQVR42mNk+A8AAQUBAScY42YAAAAASUVORK5CYII="
+)
+
 _EMOJI = "🎉🔥👍🏽 👨‍👩‍👧‍👦 🏳️‍🌈 ✅❌ 🤖💸📈 ⏱️ 🇯🇵🇫🇷 ❤️‍🔥 🫠"
 
 
@@ -131,7 +135,64 @@ def build_corpus(seed: int = 20261204) -> list[tuple[str, str]]:
         parts = [_prose(rng, 40), _CJK, _OTHER_SCRIPTS, _EMOJI, _CODE, " " * rng.randint(0, 200)]
         rng.shuffle(parts)
         corpus.append((f"shuffle-{i}", "".join(parts)))
+    corpus.extend(_stress_samples())
     return corpus
+
+
+def _stress_samples() -> list[tuple[str, str]]:
+    """Content where Claude/o200k ratios are far from the published ones (measured with ctok)."""
+    out: list[tuple[str, str]] = []
+    for ch in (" ", "\t", "\n", "-", "=", "x", "0", ".", "#", "*", "_", "a", "A", "é", "中", "🎉"):
+        for n in (16, 100, 1000):
+            out.append((f"run-{ord(ch):x}-{n}", ch * n))
+    out += [
+        (
+            "cjk-zh",
+            "预算在调用之前被保留，而不是在之后报告。每一次模型调用都先预留最坏情况的成本。" * 10,
+        ),
+        ("ja", "日本語の文章もここに含まれます。東京は日本の首都です。" * 10),
+        ("ko", "한국어 문장도 포함되어 있습니다. 서울은 대한민국의 수도입니다." * 10),
+        (
+            "ru",
+            "Бюджет удерживается до вызова модели. Каждый вызов резервирует худший случай." * 10,
+        ),
+        ("ar", "الميزانية محجوزة قبل الاستدعاء. كل استدعاء يحجز أسوأ حالة أولاً." * 10),
+        ("hi", "बजट कॉल से पहले रोका जाता है। हर कॉल पहले सबसे खराब स्थिति आरक्षित करती है।" * 10),
+        ("th", "งบประมาณถูกกันไว้ก่อนการเรียก ทุกการเรียกจะจองกรณีที่แย่ที่สุดก่อน" * 10),
+        ("el", "Ο προϋπολογισμός δεσμεύεται πριν από την κλήση." * 10),
+        ("emoji-faces", "😀😃😄😁😆😅😂🤣😊😇🙂🙃😉😌😍🥰😘😗😙😚" * 20),
+        ("pi", "3141592653589793238462643383279502884197169399375105820974944592" * 20),
+        ("hex", "a3f9c2e1b7d4086f5e2a9c1b3d7f0e4a" * 20),
+        (
+            "base64",
+            "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAQAAAC1HAwCAAAAC0lEQVR42mNk+A8AAQUBAScY42YAAAAASUVORK5CYII="
+            * 10,
+        ),
+        (
+            "upper",
+            "THE QUICK BROWN FOX JUMPS OVER THE LAZY DOG. BUDGETS ARE HELD BEFORE THE CALL. " * 10,
+        ),
+        ("camel", "getUserAccountBalanceForTenantIdWithRetryPolicyAndDeadline " * 20),
+        (
+            "pascal",
+            "class AccountBalanceService(BaseService): HTTPRequestHandler XMLParser IOError " * 20,
+        ),
+        ("title", "The Quick Brown Fox Jumps Over The Lazy Dog In New York City " * 20),
+        (
+            "csv",
+            "id,name,amount,currency\n"
+            + "".join(f"{i},Name{i},{i * 3.14:.2f},USD\n" for i in range(200)),
+        ),
+        (
+            "sql",
+            "SELECT u.id, u.email FROM users u JOIN orders o ON o.user_id = u.id WHERE o.total > 100;\n"
+            * 20,
+        ),
+        ("uuid", " ".join("550e8400-e29b-41d4-a716-446655440000" for _ in range(50))),
+        ("en-emoji", "Great job on the release 🎉 the budget held perfectly. " * 30),
+        ("en-cjk", "The model 模型 holds the budget 预算 before the call 调用. " * 30),
+    ]
+    return out
 
 
 CORPUS = build_corpus()

@@ -507,6 +507,37 @@ def test_responses_input() -> None:
 
 # -- Claude and other estimated families -------------------------------------------------------
 
+CTOK = json.loads((Path(__file__).with_name("data") / "ctok_reference.json").read_text())
+CTOK_MODELS = {
+    "claude-3": "claude-sonnet-4-5",
+    "claude-4.7": "claude-opus-4-7",
+    "claude-4.8": "claude-opus-4-8",
+}
+
+
+@pytest.mark.parametrize("family", list(CTOK_MODELS))
+def test_claude_estimate_bounds_ctok_reference(family: str) -> None:
+    """
+    Claude has no public tokenizer, so "true" counts are those of ctok 1.3.0, an offline
+    reconstruction whose author reports no under-count against 2.3M live count_tokens
+    answers (stored in data/ctok_reference.json by make_ctok_reference.py). The estimate
+    must never be below it, and must stay reasonably tight on ordinary content.
+    """
+    model = CTOK_MODELS[family]
+    reference = CTOK["counts"][family]
+    assert set(reference) == {label for label, _ in CORPUS}  # the fixture matches the corpus
+    ratios = {}
+    for label, text in CORPUS:
+        estimate = counter.count_text(text, model)
+        assert estimate >= reference[label], (label, estimate, reference[label])
+        if reference[label] >= 20:
+            ratios[label] = estimate / reference[label]
+    ordered = sorted(ratios.values())
+    assert ordered[len(ordered) // 2] < 1.6  # median over-count
+    for label in ("code", "code-x20", "markdown", "prose-1", "prose-7", "json-0", "camel"):
+        assert ratios[label] < 1.55, (label, ratios[label])
+
+
 # costmodel.md §2.4: the largest measured (Claude tokens / o200k tokens) per content class.
 PUBLISHED_MAX_RATIO = {
     "claude-sonnet-4-5": {"ascii": 1.29, "other": 1.45},
@@ -516,29 +547,27 @@ PUBLISHED_MAX_RATIO = {
 
 @pytest.mark.parametrize("model", list(PUBLISHED_MAX_RATIO))
 def test_claude_estimate_bounds_published_ratios(model: str) -> None:
-    """
-    "True" Claude counts are not available offline, so the reference is the o200k count
-    times the largest published ratio for the text's class (costmodel.md §2.4, measured
-    with ctok). The estimate must be at least that, and within the 10% margin of it.
-    """
+    """On the content kinds costmodel.md measured, the estimate is above every ratio it gives."""
     o200k = get_encoder("o200k_base")
     for label, text in CORPUS:
-        n = o200k.count(text)
-        ratio = PUBLISHED_MAX_RATIO[model]["ascii" if text.isascii() else "other"]
-        estimate = counter.count_text(text, model)
-        assert estimate >= n * ratio, label
-        assert estimate <= n * ratio * 1.10 + 1, label
+        if label.split("-")[0] in ("code", "markdown", "prose", "json") and text.isascii():
+            ratio = PUBLISHED_MAX_RATIO[model]["ascii"]
+        elif label.startswith("cjk"):  # Chinese: the one non-ASCII row of the table
+            ratio = PUBLISHED_MAX_RATIO[model]["other"]
+        else:
+            continue
+        assert counter.count_text(text, model) >= o200k.count(text) * ratio, label
 
 
 def test_claude_ratio_table_is_consistent() -> None:
-    """The ratios in families.py are the maxima of the costmodel.md §2.4 table."""
+    """The ASCII ratios in families.py are the maxima of the costmodel.md §2.4 table."""
     v3 = {"markdown": 1.19, "python": 1.26, "json": 1.29, "readme": 1.11, "chinese": 1.45}
     v47 = {"markdown": 1.59, "python": 1.61, "json": 1.48, "readme": 1.55, "chinese": 1.54}
     ascii_rows = ("markdown", "python", "json", "readme")
     assert float(CLAUDE_V3.ratio_ascii) == max(v3[k] for k in ascii_rows)
-    assert float(CLAUDE_V3.ratio_other) == max(v3.values())
     assert float(CLAUDE_V47.ratio_ascii) == max(v47[k] for k in ascii_rows)
-    assert float(CLAUDE_V47.ratio_other) == max(v47.values())
+    assert float(CLAUDE_V3.ratio_other) >= max(v3.values())
+    assert float(CLAUDE_V47.ratio_other) >= max(v47.values())
     # The document's 4.7/3 figures: three follow from the table, two do not quite.
     assert round(v47["markdown"] / v3["markdown"], 2) == 1.34  # quoted 1.33
     assert round(v47["python"] / v3["python"], 2) == 1.28
@@ -645,12 +674,10 @@ def test_claude_through_chat_format_is_estimated() -> None:
     )
 
 
-def test_ctok_oracle_if_installed() -> None:
-    """With ``ctok`` (an offline reconstruction of Claude's tokenizer), the estimate bounds it."""
+def test_ctok_live_if_installed() -> None:
+    """With ctok importable, a one-message request bounds ctok's count (frame included)."""
     ctok = pytest.importorskip("ctok")
-    for model in ("claude-sonnet-4-5", "claude-opus-4-7"):
+    for model, version in (("claude-sonnet-4-5", "3.0"), ("claude-opus-4-7", "4.7")):
         for label, text in CORPUS:
-            if not text:
-                continue
-            reference = ctok.count_tokens(text, model=model)
-            assert counter.count_text(text, model) + 8 >= reference, (model, label)
+            request = counter.count_anthropic([{"role": "user", "content": text}], model)
+            assert request >= ctok.token_count(text, version), (model, label)

@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import string
 import unicodedata
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
@@ -53,6 +55,39 @@ def _json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, default=str)
 
 
+_NON_ASCII_RUNS: Final = re.compile(r"([^\x00-\x7f]+)")
+_SAME_CHAR_RUNS: Final = re.compile(r"(\S)\1{7,}|(\s)\2{7,}")
+_DROP_CAPITALS: Final = str.maketrans("", "", string.ascii_uppercase)
+
+
+def _estimate(text: str, profile: TokenizerProfile, encoding: LoadedEncoding) -> float:
+    """Upper estimate of the provider's tokens for ``text`` (see :mod:`.families`)."""
+    ratio_ascii = float(profile.ratio_ascii)
+    ratio_other = float(profile.ratio_other)
+    margin = float(profile.margin)
+    parts = (text,) if text.isascii() else _NON_ASCII_RUNS.split(text)
+    total = 0.0
+    for index, part in enumerate(parts):
+        if not part:
+            continue
+        n = encoding.count(part)
+        if index % 2 == 0:  # ASCII (split() puts the captured non-ASCII runs at odd indexes)
+            units = n * ratio_ascii
+            capitals = len(part) - len(part.translate(_DROP_CAPITALS))
+            units += capitals * float(profile.upper_weight)
+            if len(part) >= 8:
+                for run in _SAME_CHAR_RUNS.finditer(part):
+                    length = run.end() - run.start()
+                    if run.group(1) is None:
+                        units += length * float(profile.space_run_weight)
+                    elif not run.group(1).isdigit():
+                        units += length * float(profile.run_weight)
+            total += min(units * margin, len(part))
+        else:
+            total += min(n * ratio_other * margin, len(part.encode("utf-8")))
+    return total
+
+
 def _byte_bound(text: str) -> int:
     """Tokens of any byte-level BPE are at most the UTF-8 bytes of the (NFKC) text."""
     raw = len(text.encode("utf-8"))
@@ -64,7 +99,7 @@ def _byte_bound(text: str) -> int:
 class _Tally:
     """Accumulates one request: exact tokens, plus ratio-scaled text for estimated families."""
 
-    __slots__ = ("counter", "encoding", "fixed", "model", "other", "plain", "profile")
+    __slots__ = ("counter", "encoding", "estimated", "fixed", "model", "profile")
 
     def __init__(self, counter: TokenCounter, model: str) -> None:
         self.counter = counter
@@ -72,8 +107,7 @@ class _Tally:
         self.profile = counter.profile(model)
         self.encoding = counter._encoding(self.profile)
         self.fixed = 0  # tokens already in the provider's unit
-        self.plain = 0  # encoding tokens of pure-ASCII text (estimated families)
-        self.other = 0  # encoding tokens of other text (estimated families)
+        self.estimated = 0.0  # estimated provider tokens of text (estimated families)
 
     def text(self, value: Any) -> None:
         if not value:
@@ -84,10 +118,8 @@ class _Tally:
             self.fixed += self.encoding.count(value)
         elif self.counter.strict:
             self.fixed += _byte_bound(value)
-        elif value.isascii():
-            self.plain += self.encoding.count(value)
         else:
-            self.other += self.encoding.count(value)
+            self.estimated += _estimate(value, self.profile, self.encoding)
 
     def schema(self, value: Any) -> None:
         """A tool schema: its JSON, plus one token per escaped newline (comment lines)."""
@@ -96,11 +128,7 @@ class _Tally:
         self.fixed += dumped.count("\\n")
 
     def total(self) -> int:
-        profile = self.profile
-        scaled = (
-            self.plain * profile.ratio_ascii + self.other * profile.ratio_other
-        ) * profile.margin
-        return self.fixed + math.ceil(scaled)
+        return self.fixed + math.ceil(self.estimated)
 
 
 def _items(value: Any, what: str) -> Sequence[Any]:
