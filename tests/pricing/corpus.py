@@ -185,8 +185,8 @@ def _stress_samples() -> list[tuple[str, str]]:
         ),
         (
             "sql",
-            "SELECT u.id, u.email FROM users u JOIN orders o ON o.user_id = u.id WHERE o.total > 100;\n"
-            * 20,
+            "SELECT u.id, u.email FROM users u JOIN orders o ON o.user_id = u.id "
+            "WHERE o.total > 100;\n" * 20,
         ),
         ("uuid", " ".join("550e8400-e29b-41d4-a716-446655440000" for _ in range(50))),
         ("en-emoji", "Great job on the release 🎉 the budget held perfectly. " * 30),
