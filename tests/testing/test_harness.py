@@ -160,3 +160,11 @@ def test_main_rejects_bad_config(capsys: pytest.CaptureFixture[str]) -> None:
         main(["--set", "bogus=1"])
     assert info.value.code == 2
     assert "unknown" in capsys.readouterr().err
+
+
+def test_throughput_probe_runs(fake_provider: FakeProvider) -> None:
+    from execbudget.testing.throughput import measure
+
+    result = measure(fake_provider, seconds=0.2, threads=2, output_tokens=8)
+    assert result.requests > 0 and result.per_second > 0 and result.p50_ms > 0
+    assert fake_provider.stats.requests == result.requests + 2  # plus one warm-up per thread

@@ -233,7 +233,7 @@ def test_responses_stream_helper(oai: openai.OpenAI) -> None:
 
 def test_responses_raw_stream_ends_incomplete_when_cut(oai: openai.OpenAI) -> None:
     events = list(
-        oai.responses.create(model="gpt-4o", input="hi", max_output_tokens=5, stream=True)
+        oai.responses.create(model="gpt-4o", input="hi", max_output_tokens=16, stream=True)
     )
     types = [e.type for e in events]
     assert types[:2] == ["response.created", "response.in_progress"]
@@ -241,7 +241,33 @@ def test_responses_raw_stream_ends_incomplete_when_cut(oai: openai.OpenAI) -> No
     assert [e.sequence_number for e in events] == list(range(len(events)))
     last = events[-1]
     assert last.type == "response.incomplete"
-    assert last.response.usage is not None and last.response.usage.output_tokens == 5
+    assert last.response.usage is not None and last.response.usage.output_tokens == 16
+
+
+def test_responses_reject_max_output_tokens_below_16(oai: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError, match="max_output_tokens"):
+        oai.responses.create(model="gpt-4o", input="hi", max_output_tokens=15)
+
+
+def test_input_token_count_endpoints_match_billing(
+    fake_provider: FakeProvider, oai: openai.OpenAI
+) -> None:
+    counted = oai.responses.input_tokens.count(
+        model="gpt-4o", input="Explain budgets.", instructions="Be terse."
+    )
+    billed = oai.responses.create(
+        model="gpt-4o", input="Explain budgets.", instructions="Be terse."
+    )
+    assert billed.usage is not None and counted.input_tokens == billed.usage.input_tokens
+    with fake_provider.anthropic() as ant:
+        n = ant.messages.count_tokens(model="claude-haiku-4-5", messages=USER, system="Be terse.")
+        m = ant.messages.create(
+            model="claude-haiku-4-5", max_tokens=1, messages=USER, system="Be terse."
+        )
+    assert n.input_tokens == m.usage.input_tokens
+    assert (
+        fake_provider.stats.input_tokens == billed.usage.input_tokens + m.usage.input_tokens
+    )  # counting is free
 
 
 def test_responses_function_call(oai: openai.OpenAI) -> None:
@@ -335,7 +361,7 @@ async def test_async_chat_stream_and_concurrency(
 
 
 async def test_async_responses_and_embeddings(aoai: openai.AsyncOpenAI) -> None:
-    r = await aoai.responses.create(model="o4-mini", input="hi", max_output_tokens=4)
-    assert r.usage is not None and r.usage.output_tokens == 4
+    r = await aoai.responses.create(model="o4-mini", input="hi", max_output_tokens=16)
+    assert r.usage is not None and r.usage.output_tokens == 16 and r.status == "incomplete"
     e = await aoai.embeddings.create(model="text-embedding-3-small", input="x")
     assert len(e.data[0].embedding) == 1536

@@ -28,7 +28,7 @@ from execbudget.testing._params import optional_int, require_list, require_str
 from execbudget.testing._prompts import anthropic_input_tokens
 from execbudget.testing._tokenizers import tokenizer_for_model
 
-__all__ = ["messages"]
+__all__ = ["count_message_tokens", "messages"]
 
 _STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}
 
@@ -172,3 +172,12 @@ async def messages(ex: Exchange) -> Response:
     if usage is not None:
         payload["usage"] = usage
     return ex.json(payload, input_tokens=input_tokens, output_tokens=output_tokens)
+
+
+async def count_message_tokens(ex: Exchange) -> Response:
+    """``POST /v1/messages/count_tokens``: what a messages call would bill as input (free)."""
+    model = require_str(ex.body, "model")
+    require_list(ex.body, "messages")
+    _tools(ex.body)  # the same validation as a real call
+    tokens = anthropic_input_tokens(tokenizer_for_model(model), ex.body)
+    return ex.json({"input_tokens": tokens}, input_tokens=0, output_tokens=0)

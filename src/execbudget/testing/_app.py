@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from execbudget.testing._anthropic_messages import messages
+from execbudget.testing._anthropic_messages import count_message_tokens, messages
 from execbudget.testing._config import plan_request
 from execbudget.testing._exchange import (
     BadRequest,
@@ -31,7 +31,7 @@ from execbudget.testing._exchange import (
 from execbudget.testing._models import list_models, retrieve_model
 from execbudget.testing._openai_chat import chat_completions
 from execbudget.testing._openai_embeddings import embeddings
-from execbudget.testing._openai_responses import responses
+from execbudget.testing._openai_responses import count_input_tokens, responses
 from execbudget.testing._state import ProviderState
 
 __all__ = ["build_app"]
@@ -152,8 +152,10 @@ def build_app(state: ProviderState, closing: asyncio.Event) -> Starlette:
     routes = [
         route("/v1/chat/completions", chat_completions, "openai"),
         route("/v1/responses", responses, "openai"),
+        route("/v1/responses/input_tokens", count_input_tokens, "openai"),
         route("/v1/embeddings", embeddings, "openai"),
         route("/v1/messages", messages, "anthropic"),
+        route("/v1/messages/count_tokens", count_message_tokens, "anthropic"),
         route("/v1/models", list_models, "openai", "GET"),
         route("/v1/models/{model:path}", retrieve_model, "openai", "GET"),
         *_admin_routes(state),

@@ -25,7 +25,10 @@ from execbudget.testing._params import optional_int, require_str
 from execbudget.testing._prompts import responses_input_tokens
 from execbudget.testing._tokenizers import tokenizer_for_model
 
-__all__ = ["responses"]
+# The real Responses API rejects max_output_tokens below 16; a clamp must respect that.
+MIN_OUTPUT_TOKENS = 16
+
+__all__ = ["count_input_tokens", "responses"]
 
 
 def _usage(input_tokens: int, output_tokens: int) -> dict[str, Any]:
@@ -145,7 +148,7 @@ async def responses(ex: Exchange) -> Response:
         raise BadRequest("'input' is required (a string or an array of items)", param="input")
     if body.get("previous_response_id"):
         raise BadRequest("the fake provider keeps no state: previous_response_id is unsupported")
-    max_tokens = optional_int(body, "max_output_tokens")
+    max_tokens = optional_int(body, "max_output_tokens", minimum=MIN_OUTPUT_TOKENS)
     tokenizer = tokenizer_for_model(model)
     input_tokens = responses_input_tokens(tokenizer, body)
     tools, choice = openai_tools(body, nested=False)
@@ -205,3 +208,12 @@ async def responses(ex: Exchange) -> Response:
         return ex.stream(frames, input_tokens=input_tokens)
     await ex.delay()
     return ex.json(final, input_tokens=input_tokens, output_tokens=output_tokens)
+
+
+async def count_input_tokens(ex: Exchange) -> Response:
+    """``POST /v1/responses/input_tokens``: what a responses call would bill as input."""
+    model = require_str(ex.body, "model")
+    tokens = responses_input_tokens(tokenizer_for_model(model), ex.body)
+    return ex.json(
+        {"object": "response.input_tokens", "input_tokens": tokens}, input_tokens=0, output_tokens=0
+    )
