@@ -27,6 +27,7 @@ bound. Unknown content-part types are counted as their JSON text.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -60,11 +61,22 @@ _SAME_CHAR_RUNS: Final = re.compile(r"(\S)\1{7,}|(\s)\2{7,}")
 _DROP_CAPITALS: Final = str.maketrans("", "", string.ascii_uppercase)
 
 
+@functools.cache
+def _weights(profile: TokenizerProfile) -> tuple[float, float, float, float, float, float]:
+    """The profile's ratios as floats, computed once (token estimates, not money)."""
+    return (
+        float(profile.ratio_ascii),
+        float(profile.ratio_other),
+        float(profile.margin),
+        float(profile.upper_weight),
+        float(profile.run_weight),
+        float(profile.space_run_weight),
+    )
+
+
 def _estimate(text: str, profile: TokenizerProfile, encoding: LoadedEncoding) -> float:
     """Upper estimate of the provider's tokens for ``text`` (see :mod:`.families`)."""
-    ratio_ascii = float(profile.ratio_ascii)
-    ratio_other = float(profile.ratio_other)
-    margin = float(profile.margin)
+    ratio_ascii, ratio_other, margin, upper, run_weight, space_weight = _weights(profile)
     parts = (text,) if text.isascii() else _NON_ASCII_RUNS.split(text)
     total = 0.0
     for index, part in enumerate(parts):
@@ -72,16 +84,12 @@ def _estimate(text: str, profile: TokenizerProfile, encoding: LoadedEncoding) ->
             continue
         n = encoding.count(part)
         if index % 2 == 0:  # ASCII (split() puts the captured non-ASCII runs at odd indexes)
-            units = n * ratio_ascii
-            capitals = len(part) - len(part.translate(_DROP_CAPITALS))
-            units += capitals * float(profile.upper_weight)
+            units = n * ratio_ascii + upper * (len(part) - len(part.translate(_DROP_CAPITALS)))
             if len(part) >= 8:
                 for run in _SAME_CHAR_RUNS.finditer(part):
-                    length = run.end() - run.start()
-                    if run.group(1) is None:
-                        units += length * float(profile.space_run_weight)
-                    elif not run.group(1).isdigit():
-                        units += length * float(profile.run_weight)
+                    weight = space_weight if run.group(1) is None else run_weight
+                    if run.group(1) is None or not run.group(1).isdigit():
+                        units += (run.end() - run.start()) * weight
             total += min(units * margin, len(part))
         else:
             total += min(n * ratio_other * margin, len(part.encode("utf-8")))
