@@ -48,6 +48,7 @@ def test_request_log_in_process_and_over_http(fake_provider: FakeProvider) -> No
     assert record.headers["idempotency-key"] == "abc"
     assert "authorization" not in record.headers  # credentials are never logged
     assert record.retry_count == 0 and record.status == 200 and record.outcome == "ok"
+    assert record.read_timeout is not None  # the SDK's timeout for this attempt
     assert record.output_tokens == 5 and record.input_tokens == 8
     status, over_http = _http(fake_provider.port, "GET", "/_fake/requests")
     assert status == 200 and over_http == [record.to_dict()]

@@ -70,6 +70,17 @@ class RequestRecord:
         except ValueError:
             return 0
 
+    @property
+    def read_timeout(self) -> float | None:
+        """The SDK's read timeout for this attempt (``x-stainless-read-timeout``), if sent.
+
+        This is how a test sees that a run's remaining deadline became the request timeout.
+        """
+        try:
+            return float(self.headers["x-stainless-read-timeout"])
+        except (KeyError, ValueError):
+            return None
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
