@@ -85,7 +85,34 @@ DECLARE
     v_seq bigint[];
     v_state text;
 BEGIN
-    -- 1. The chain's line ids, in chain order. Lines seen for the first time are created
+    -- 0. A retry of a known rid changes nothing.
+    SELECT h.state, h.expires_at_ms INTO v_state, expires_at_ms
+      FROM @schema@.eb_hold h WHERE h.rid = p_rid;
+    IF FOUND THEN
+        status := CASE WHEN v_state = 'held' THEN 'dup' ELSE 'settled' END;
+        RETURN;
+    END IF;
+
+    -- 1. Check without locking: a chain that cannot grant on the last committed books is
+    --    denied at once, writing nothing (so no WAL flush, and no hot row lock held while
+    --    a spent budget turns callers away). A grant is checked again under the locks.
+    SELECT k.i - 1, coalesce(l.override, k.lim), coalesce(l.spent, 0), coalesce(l.held, 0),
+           coalesce(l.blocked, 'limit')
+      INTO d_index, d_limit, d_spent, d_held, d_reason
+      FROM unnest(p_scopes, p_wins, p_dims, p_limits, p_amounts) WITH ORDINALITY
+               AS k(s, w, d, lim, amt, i)
+      LEFT JOIN @schema@.eb_line l ON l.scope = k.s AND l.win = k.w AND l.dim = k.d
+     WHERE l.blocked IS NOT NULL
+        OR coalesce(l.spent, 0)::numeric + coalesce(l.held, 0) + k.amt
+           > coalesce(l.override, k.lim)
+     ORDER BY k.i
+     LIMIT 1;
+    IF FOUND THEN
+        status := 'denied';
+        RETURN;
+    END IF;
+
+    -- 2. The chain's line ids, in chain order. Lines seen for the first time are created
     --    sorted by key, so two creators of overlapping chains wait on each other in one
     --    order; a creator waits for a concurrent creator's commit (ON CONFLICT), then
     --    reads the line it made.
@@ -107,7 +134,7 @@ BEGIN
           JOIN @schema@.eb_line l ON l.scope = k.s AND l.win = k.w AND l.dim = k.d;
     END IF;
 
-    -- 2. The reservation row and its events, before any line is locked: a concurrent
+    -- 3. The reservation row and its events, before any line is locked: a concurrent
     --    retry with the same rid waits on this row and then answers dup; and the hot
     --    line locks below are held for as short a time as possible.
     INSERT INTO @schema@.eb_hold AS h (rid, state, line_ids, amounts, charged, created_ms,
@@ -135,10 +162,10 @@ BEGIN
     )
     SELECT array_agg(seq) INTO v_seq FROM ev;
 
-    -- 3. Lock the chain in the one global order.
+    -- 4. Lock the chain in the one global order.
     PERFORM 1 FROM @schema@.eb_line WHERE id = ANY (v_ids) ORDER BY id FOR UPDATE;
 
-    -- 4. Check every line, in chain order; the first that cannot grant is the denial.
+    -- 5. Check every line again, in chain order; the first that cannot grant denies.
     --    (A new statement: READ COMMITTED reads the lines as their last holders left them.)
     SELECT k.i - 1, coalesce(l.override, k.lim), l.spent, l.held, coalesce(l.blocked, 'limit')
       INTO d_index, d_limit, d_spent, d_held, d_reason
@@ -149,7 +176,7 @@ BEGIN
      ORDER BY k.i
      LIMIT 1;
     IF FOUND THEN
-        -- Denied: undo what this call wrote, so nothing changed anywhere.
+        -- Denied after all (the books moved since step 1): undo what this call wrote.
         DELETE FROM @schema@.eb_event WHERE seq = ANY (v_seq);
         DELETE FROM @schema@.eb_hold WHERE rid = p_rid;
         IF cardinality(v_new) > 0 THEN
@@ -159,7 +186,7 @@ BEGIN
         RETURN;
     END IF;
 
-    -- 5. Apply to every line. The policy's limit is stored; an override still wins.
+    -- 6. Apply to every line. The policy's limit is stored; an override still wins.
     IF p_charge_now THEN
         UPDATE @schema@.eb_line l SET spent = l.spent + k.amt, lim = k.lim
           FROM unnest(v_ids, p_amounts, p_limits) AS k(id, amt, lim) WHERE l.id = k.id;
