@@ -2,6 +2,7 @@
 The ``execbudget`` command.
 
     execbudget policy check FILE [--json]       validate a policy and print its budgets
+    execbudget audit POLICY [--json]             enforcement coverage; exit 1 on a gap
     execbudget status [--ledger URL] [--scope PREFIX] [--json]
     execbudget ledger events [--after SEQ] [--limit N] [--follow]   (JSON lines)
     execbudget ledger reap [--limit N]
@@ -255,6 +256,12 @@ def _delegate(module: str, attr: str, *, extra: str) -> Handler:
     return handler
 
 
+def _audit(args: argparse.Namespace) -> int:
+    from .audit import audit_command
+
+    return audit_command(args.policy, args.json)
+
+
 def _migrate(args: argparse.Namespace) -> int:
     from .ledger import postgres
 
@@ -293,6 +300,11 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("file")
     check.add_argument("--json", action="store_true")
     check.set_defaults(func=_policy_check)
+
+    audit = sub.add_parser("audit", help="budget types × layers covered by a policy, and gaps")
+    audit.add_argument("policy")
+    audit.add_argument("--json", action="store_true")
+    audit.set_defaults(func=_audit)
 
     status = sub.add_parser("status", help="limit, spent, held, remaining per scope and window")
     ledger_opts(status)
