@@ -26,8 +26,8 @@ for long runs of one letter. So we keep the largest published ASCII ratio (1.29 
 add the capital-letter and run allowances fitted to ctok (0.3 / 1.0 per capital; 1/3 / 1
 per run character; 1/8 per whitespace-run character), use 2.3 for non-ASCII text (the
 largest ctok ratio seen, Hindi 2.27) and a 10% margin on top. Against ctok on the whole
-test corpus (``tests/pricing/data/ctok_reference.json``) this never under-counts; the
-median over-count is about 1.5×, 1.2–1.4× on English prose and code.
+test corpus (127 texts, ``tests/pricing/data/ctok_reference.json``) this never under-counts;
+the median over-count is 1.42× (Claude 3) / 1.47× (4.7+), 1.19–1.41× on prose and code.
 
 Two figures of ``costmodel.md`` do not follow from its own table: it says the 4.7/3 ratios
 match Anthropic's "1.0–1.35×", but the README row gives 1.55/1.11 = 1.40; and the Chinese
