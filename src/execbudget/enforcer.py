@@ -344,14 +344,16 @@ class Enforcer:
         units, lines, on_expiry = self.prepare(amounts, frame)
         if not lines:  # nothing on the chain limits this action: no ledger round trip
             return Decision(Hold(self, rid or "unbudgeted", [], units, None))
+        ttl = ttl_s or self.policy.hold_ttl_s
         try:
             rid, outcome = self.ledger.try_reserve(
-                lines,
-                rid=rid,
-                ttl_s=ttl_s or self.policy.hold_ttl_s,
-                on_expiry=on_expiry,
-                charge_now=charge_now,
+                lines, rid=rid, ttl_s=ttl, on_expiry=on_expiry, charge_now=charge_now
             )
+            # Expired holds of crashed workers block until reaped: reap, then retry once.
+            if outcome.denial is not None and self.ledger.reap():
+                rid, outcome = self.ledger.try_reserve(
+                    lines, rid=rid, ttl_s=ttl, on_expiry=on_expiry, charge_now=charge_now
+                )
         except LedgerUnavailable as exc:
             return self.unavailable(exc, units, charge_now)
         return self.granted(rid, outcome, lines, units, charge_now)
@@ -382,14 +384,16 @@ class Enforcer:
         units, lines, on_expiry = self.prepare(amounts, frame)
         if not lines:
             return Decision(Hold(self, rid or "unbudgeted", [], units, None))
+        ttl = ttl_s or self.policy.hold_ttl_s
         try:
             rid, outcome = await self.aledger.try_reserve(
-                lines,
-                rid=rid,
-                ttl_s=ttl_s or self.policy.hold_ttl_s,
-                on_expiry=on_expiry,
-                charge_now=charge_now,
+                lines, rid=rid, ttl_s=ttl, on_expiry=on_expiry, charge_now=charge_now
             )
+            # Expired holds of crashed workers block until reaped: reap, then retry once.
+            if outcome.denial is not None and await self.aledger.reap():
+                rid, outcome = await self.aledger.try_reserve(
+                    lines, rid=rid, ttl_s=ttl, on_expiry=on_expiry, charge_now=charge_now
+                )
         except LedgerUnavailable as exc:
             return self.unavailable(exc, units, charge_now)
         return self.granted(rid, outcome, lines, units, charge_now)

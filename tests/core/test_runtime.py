@@ -263,3 +263,16 @@ def test_configure_sets_the_process_default(tmp_path: Path) -> None:
         assert spent(enforcer)["run:triage/steps"] == 1
     finally:
         execbudget.configure(None, "memory://")
+
+
+def test_a_denial_reaps_expired_holds_of_crashed_workers_first(enforcer: Enforcer) -> None:
+    clock = enforcer.clock
+    assert isinstance(clock, ManualClock)
+    with enforcer.run("sub") as run:  # no cost limit on run:sub; use the org's day budget
+        with enforcer.scope("org", "acme"):
+            enforcer.hold({"cost": "0.90"}, ttl_s=30)  # a worker holds this, then dies
+            clock.advance(31)
+            enforcer.hold({"cost": "0.50"}).commit()  # granted: the dead hold was reaped
+    org = [line for line in enforcer.status("org:") if line.key.dimension == "cost"]
+    assert [(line.spent, line.held) for line in org] == [(500_000_000, 0)]
+    assert run.key
