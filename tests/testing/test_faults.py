@@ -185,3 +185,20 @@ def test_a_hanging_request_does_not_block_shutdown() -> None:
     client.close()
     assert stopped_in < 3
     assert not worker.is_alive() and len(errors) == 1
+
+
+def test_abandoned_stream_is_logged_with_the_tokens_sent(fake_provider: FakeProvider) -> None:
+    fake_provider.configure(chunk_delay_ms=30, output_tokens=100)
+    got: list[str] = []
+    with fake_provider.openai() as client:
+        stream = client.chat.completions.create(model="gpt-4o", messages=USER, stream=True)
+        for chunk in stream:
+            if chunk.choices and chunk.choices[0].delta.content:
+                got.append(chunk.choices[0].delta.content)
+            if len(got) == 3:
+                break
+        stream.close()
+        (record,) = fake_provider.wait_for_requests(1)
+    assert record.outcome == "disconnected"
+    assert record.output_tokens is not None
+    assert count_tokens("gpt-4o", "".join(got)) <= record.output_tokens < 100

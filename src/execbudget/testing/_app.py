@@ -101,6 +101,9 @@ def _provider_endpoint(
             return error_response(
                 which, exc.status, exc.message, param=exc.param, request_id=request_id
             )
+        except Exception:
+            state.finish(seq, status=500, outcome="crash")  # a bug here: show it in the log
+            raise
 
     return endpoint
 

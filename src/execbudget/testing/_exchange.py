@@ -9,10 +9,11 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncGenerator, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
 
@@ -154,6 +155,7 @@ class Exchange:
         self.seq = seq
         self.dialect = dialect
         self.closing = closing
+        self._finished = False
 
     @property
     def request_id(self) -> str:
@@ -164,28 +166,52 @@ class Exchange:
         if self.config.latency_ms > 0:
             await asyncio.sleep(self.config.latency_ms / 1000)
 
+    def _finish_once(
+        self, *, status: int, outcome: str, input_tokens: int, output_tokens: int
+    ) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        self.state.finish(
+            self.seq,
+            status=status,
+            outcome=outcome,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+        )
+
     def json(
         self, payload: Mapping[str, Any], *, input_tokens: int, output_tokens: int
     ) -> JSONResponse:
-        self.state.finish(
-            self.seq,
-            status=200,
-            outcome="ok",
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
+        self._finish_once(
+            status=200, outcome="ok", input_tokens=input_tokens, output_tokens=output_tokens
         )
         header = "request-id" if self.dialect == "anthropic" else "x-request-id"
         return JSONResponse(dict(payload), headers={header: self.request_id})
 
     def stream(self, frames: Iterable[Frame], *, input_tokens: int) -> StreamingResponse:
         header = "request-id" if self.dialect == "anthropic" else "x-request-id"
+        body = self._paced(frames, input_tokens)
+
+        async def settle() -> None:
+            # When the client leaves, Starlette stops iterating and may leave the generator
+            # suspended (or never started): close it now so its log entry has the tokens
+            # really sent, then cover the never-started case.
+            await body.aclose()
+            self._finish_once(
+                status=200, outcome="disconnected", input_tokens=input_tokens, output_tokens=0
+            )
+
         return StreamingResponse(
-            self._paced(frames, input_tokens),
+            body,
             media_type="text/event-stream",
             headers={header: self.request_id, "cache-control": "no-cache"},
+            background=BackgroundTask(settle),
         )
 
-    async def _paced(self, frames: Iterable[Frame], input_tokens: int) -> AsyncIterator[bytes]:
+    async def _paced(
+        self, frames: Iterable[Frame], input_tokens: int
+    ) -> AsyncGenerator[bytes, None]:
         config = self.config
         sent_tokens = 0
         content_sent = 0
@@ -206,10 +232,6 @@ class Exchange:
                 sent_tokens += frame.tokens
             outcome = "ok"
         finally:
-            self.state.finish(
-                self.seq,
-                status=200,
-                outcome=outcome,
-                input_tokens=input_tokens,
-                output_tokens=sent_tokens,
+            self._finish_once(
+                status=200, outcome=outcome, input_tokens=input_tokens, output_tokens=sent_tokens
             )

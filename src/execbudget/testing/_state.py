@@ -45,7 +45,8 @@ class RequestRecord:
 
     ``status`` and ``outcome`` are filled in when the request ends: ``"ok"``, ``"error"``
     (an injected fault), ``"invalid"`` (a 4xx the real API would give too), ``"hang"``,
-    ``"stalled"`` or ``"disconnected"`` (the client left first). ``output_tokens`` is what
+    ``"stalled"``, ``"disconnected"`` (the client left first) or ``"crash"`` (a bug in the
+    fake provider: its traceback is on stderr). ``output_tokens`` is what
     the provider generated and sent, which it bills even when usage is omitted.
     """
 
