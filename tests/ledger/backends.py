@@ -22,6 +22,7 @@ from execbudget.ledger import AsyncLedger, MemoryStorage, SQLiteStorage
 
 from ._pg_backend import make_postgres, make_postgres_async
 from ._redis_backend import make_redis, make_redis_async
+from ._sliced_backend import make_sliced_memory, make_sliced_redis, make_sliced_sqlite
 
 T = TypeVar("T")
 
@@ -56,6 +57,9 @@ BACKENDS: list[Backend] = [
     Backend("memory", _memory),
     Backend("sqlite", _sqlite),
     Backend("redis", make_redis, make_redis_async, marks=(pytest.mark.redis,)),
+    Backend("sliced-memory", make_sliced_memory),
+    Backend("sliced-sqlite", make_sliced_sqlite),
+    Backend("sliced-redis", make_sliced_redis, marks=(pytest.mark.redis,)),
     Backend("postgres", make_postgres, make_postgres_async, marks=(pytest.mark.postgres,)),
 ]
 
