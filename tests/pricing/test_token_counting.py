@@ -681,3 +681,19 @@ def test_ctok_live_if_installed() -> None:
         for label, text in CORPUS:
             request = counter.count_anthropic([{"role": "user", "content": text}], model)
             assert request >= ctok.token_count(text, version), (model, label)
+
+
+@pytest.mark.parametrize(
+    "model",
+    ["gpt-4o", "gpt-4", "gpt-5", "claude-sonnet-4-5", "claude-opus-4-7", "claude-3-5-haiku"],
+)
+def test_bounds_the_fake_provider_tokenizer(model: str) -> None:
+    """The fake provider bills with its own tokenizers; our count must never be below them."""
+    testing = pytest.importorskip("execbudget.testing")
+    exact = not counter.is_upper_bound(model)
+    for label, text in CORPUS:
+        ours, billed = counter.count_text(text, model), testing.count_tokens(model, text)
+        if exact:
+            assert ours == billed, label
+        else:
+            assert ours >= billed, (label, ours, billed)

@@ -11,7 +11,9 @@ non-ASCII runs and each run is counted with o200k_base (``n`` tokens), then:
   The run allowances cover runs of 8+ identical characters, which o200k_base merges into
   very long tokens and Claude does not (20,000 × "x" is 2,500 o200k tokens and ~20,000
   Claude 4.7 tokens): ``run_weight`` per character of a non-digit run,
-  ``space_run_weight`` per character of a whitespace run.
+  ``space_run_weight`` per character of a whitespace run, and ``pattern_run_weight`` per
+  character of a short pattern repeated 4+ times (``abab…``: o200k and Claude agree on it,
+  but the fake provider's Claude stand-in counts it at 2× cl100k).
 * non-ASCII run: ``n × ratio_other × margin``, capped at its UTF-8 byte length.
 
 Where the Claude numbers come from. ``costmodel.md`` §2.4 publishes Claude/o200k ratios
@@ -66,6 +68,8 @@ class TokenizerProfile:
         upper_weight: extra tokens per capital letter (case markers) in ASCII runs.
         run_weight / space_run_weight: extra tokens per character of a run of 8+ identical
             non-digit characters / whitespace characters.
+        pattern_run_weight: extra tokens per character of a short pattern (2–4 characters)
+            repeated 4+ times (``abababab``).
         margin: multiplies the estimate of each run (ignored when ``exact``).
         per_message / per_name / reply_priming: chat framing tokens.
         tool_prompt: hidden system prompt added when tools are given.
@@ -83,6 +87,7 @@ class TokenizerProfile:
     upper_weight: Fraction = Fraction(0)
     run_weight: Fraction = Fraction(0)
     space_run_weight: Fraction = Fraction(0)
+    pattern_run_weight: Fraction = Fraction(0)
     per_message: int = 3
     per_name: int = 1
     reply_priming: int = 3
@@ -130,6 +135,7 @@ CLAUDE_V3: Final = TokenizerProfile(
     upper_weight=Fraction(3, 10),
     run_weight=Fraction(1, 3),
     space_run_weight=Fraction(1, 8),
+    pattern_run_weight=Fraction(1, 4),
     per_message=CLAUDE_PER_MESSAGE,
     per_name=0,
     reply_priming=CLAUDE_PER_REQUEST,
@@ -147,6 +153,7 @@ CLAUDE_V47: Final = TokenizerProfile(
     upper_weight=Fraction(1),
     run_weight=Fraction(1),
     space_run_weight=Fraction(1, 8),
+    pattern_run_weight=Fraction(1, 4),
     per_message=CLAUDE_PER_MESSAGE,
     per_name=0,
     reply_priming=CLAUDE_PER_REQUEST,
@@ -165,6 +172,7 @@ GEMINI: Final = TokenizerProfile(
     upper_weight=Fraction(3, 10),
     run_weight=Fraction(1, 3),
     space_run_weight=Fraction(1, 8),
+    pattern_run_weight=Fraction(1, 4),
     per_message=CLAUDE_PER_MESSAGE,
     per_name=0,
     reply_priming=CLAUDE_PER_REQUEST,
@@ -182,6 +190,7 @@ GENERIC: Final = TokenizerProfile(
     upper_weight=Fraction(1, 2),
     run_weight=Fraction(1),
     space_run_weight=Fraction(1, 8),
+    pattern_run_weight=Fraction(1, 4),
     per_message=CLAUDE_PER_MESSAGE,
     per_name=0,
     reply_priming=CLAUDE_PER_REQUEST,

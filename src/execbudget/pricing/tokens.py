@@ -58,11 +58,14 @@ def _json(value: Any) -> str:
 
 _NON_ASCII_RUNS: Final = re.compile(r"([^\x00-\x7f]+)")
 _SAME_CHAR_RUNS: Final = re.compile(r"(\S)\1{7,}|(\s)\2{7,}")
+_PATTERN_RUNS: Final = re.compile(r"(\S{2,4}?)\1{3,}")
 _DROP_CAPITALS: Final = str.maketrans("", "", string.ascii_uppercase)
 
 
 @functools.cache
-def _weights(profile: TokenizerProfile) -> tuple[float, float, float, float, float, float]:
+def _weights(
+    profile: TokenizerProfile,
+) -> tuple[float, float, float, float, float, float, float]:
     """The profile's ratios as floats, computed once (token estimates, not money)."""
     return (
         float(profile.ratio_ascii),
@@ -71,12 +74,15 @@ def _weights(profile: TokenizerProfile) -> tuple[float, float, float, float, flo
         float(profile.upper_weight),
         float(profile.run_weight),
         float(profile.space_run_weight),
+        float(profile.pattern_run_weight),
     )
 
 
 def _estimate(text: str, profile: TokenizerProfile, encoding: LoadedEncoding) -> float:
     """Upper estimate of the provider's tokens for ``text`` (see :mod:`.families`)."""
-    ratio_ascii, ratio_other, margin, upper, run_weight, space_weight = _weights(profile)
+    ratio_ascii, ratio_other, margin, upper, run_weight, space_weight, pattern_weight = _weights(
+        profile
+    )
     parts = (text,) if text.isascii() else _NON_ASCII_RUNS.split(text)
     total = 0.0
     for index, part in enumerate(parts):
@@ -90,6 +96,9 @@ def _estimate(text: str, profile: TokenizerProfile, encoding: LoadedEncoding) ->
                     weight = space_weight if run.group(1) is None else run_weight
                     if run.group(1) is None or not run.group(1).isdigit():
                         units += (run.end() - run.start()) * weight
+                if pattern_weight:
+                    for run in _PATTERN_RUNS.finditer(part):
+                        units += (run.end() - run.start()) * pattern_weight
             total += min(units * margin, len(part))
         else:
             total += min(n * ratio_other * margin, len(part.encode("utf-8")))
