@@ -145,6 +145,7 @@ class SlicedStorage:
             gid = len(self._groups) + 1
             local = tuple(LineKey(k.scope, k.window, f"{k.dimension}{_SEP}{gid}") for k in keys)
             group = _Group(gid, keys, local, tuple(k.dimension for k in keys))
+            group.last_report_ms = self.clock.now_ms()
             self._groups[keys] = group
             for key, lk in zip(keys, local, strict=True):
                 self._by_local[lk] = (group, key)
@@ -256,7 +257,10 @@ class SlicedStorage:
     def _maybe_report(self, group: _Group) -> None:
         if any(h for _, h in self._usage(group)):
             return
-        if self.clock.now_ms() - group.last_report_ms >= self.report_every_ms:
+        now = self.clock.now_ms()
+        # Near exhaustion (direct mode) every unused unit must go back at once, or it is
+        # stranded while other nodes are being denied.
+        if now < group.direct_until_ms or now - group.last_report_ms >= self.report_every_ms:
             self._report(group)
 
     # -- operations --------------------------------------------------------------------
