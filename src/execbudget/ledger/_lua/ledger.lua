@@ -105,11 +105,12 @@ local function reserve(keys, args)
     return {3, prior[2]}
   end
   -- Phase 1: check every line; nothing is written unless all of them grant.
-  local fresh = {}
+  local fresh, stored = {}, {}
   for i = 1, n do
     local b = 8 + 3 * (i - 1)
     local row = redis.call('HMGET', keys[i + 1], 'lim', 'ov', 'sp', 'hd', 'bl')
     fresh[i] = not (row[1] or row[2] or row[3] or row[4] or row[5])
+    stored[i] = row[1]
     local limit = row[2] or args[b + 1]
     local spent, held = row[3] or '0', row[4] or '0'
     if row[5] then return {0, i - 1, limit, spent, held, row[5]} end
@@ -128,7 +129,7 @@ local function reserve(keys, args)
     local b = 8 + 3 * (i - 1)
     local key, amount = keys[i + 1], args[b + 2]
     local line = string.sub(key, plen + 1)
-    redis.call('HSET', key, 'lim', args[b + 1])
+    if stored[i] ~= args[b + 1] then redis.call('HSET', key, 'lim', args[b + 1]) end
     redis.call('HINCRBY', key, column, amount)
     if fresh[i] and grace ~= '0' and args[b + 3] ~= '0' then
       redis.call('PEXPIREAT', key, str(add(big(args[b + 3]), big(grace))))
@@ -187,11 +188,14 @@ local function settle_hold(P, hold, rid, h, mode, actual, now, tomb_ms)
       charge = amounts[i]
     end
     charges[i] = charge
-    local row = redis.call('HMGET', P .. lines[i], 'sp', 'or')
-    if gt(add(big(row[1] or '0'), big(charge)), INT64_MAX) then
-      return redis.error_reply('ERR ledger: spent would pass 2^63 on ' .. lines[i])
+    if gt(big(charge), big(amounts[i])) then
+      -- Only an overrun can push spent past what a reserve checked, so only then read it.
+      local spent = redis.call('HGET', P .. lines[i], 'sp') or '0'
+      if gt(add(big(spent), big(charge)), INT64_MAX) then
+        return redis.error_reply('ERR ledger: spent would pass 2^63 on ' .. lines[i])
+      end
+      over[i] = str(sub(big(charge), big(amounts[i])))
     end
-    if gt(big(charge), big(amounts[i])) then over[i] = str(sub(big(charge), big(amounts[i]))) end
   end
   local status = 1
   local fields = {'HSET', hold, 'st', STATE[mode], 'se', now}
