@@ -154,7 +154,7 @@ def test_hang_until_the_client_times_out(fake_provider: FakeProvider) -> None:
 def test_stall_mid_stream(fake_provider: FakeProvider) -> None:
     fake_provider.configure(stall_after_chunks=3)
     got: list[str] = []
-    with fake_provider.anthropic(timeout=0.3) as client, pytest.raises(anthropic.APITimeoutError):
+    with fake_provider.anthropic(timeout=0.5) as client, pytest.raises(anthropic.APITimeoutError):
         with client.messages.stream(
             model="claude-haiku-4-5", max_tokens=50, messages=USER
         ) as stream:

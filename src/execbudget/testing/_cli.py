@@ -8,7 +8,7 @@ import sys
 
 from execbudget.testing._config import FakeConfig
 from execbudget.testing._server import serve
-from execbudget.testing._tokenizers import tokenizer_for_model
+from execbudget.testing._tokenizers import warm_tokenizers
 
 __all__ = ["main"]
 
@@ -41,12 +41,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _warm() -> None:
-    """Build every tokenizer before serving, so no request pays for loading one."""
-    for model in ("gpt-4o", "gpt-4", "claude-sonnet-4-5"):
-        tokenizer_for_model(model).count("warm up")
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``execbudget fake-provider`` and ``python -m execbudget.testing``."""
     parser = _parser()
@@ -62,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         config = config.replace(**changes) if changes else config
     except ValueError as exc:
         parser.error(str(exc))
-    _warm()
+    warm_tokenizers()
     host = args.host
 
     def announce(port: int) -> None:

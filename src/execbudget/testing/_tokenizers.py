@@ -38,6 +38,7 @@ __all__ = [
     "count_tokens",
     "encoding_name_for_model",
     "tokenizer_for_model",
+    "warm_tokenizers",
 ]
 
 CLAUDE_STANDIN: Final = "claude-standin-v1"
@@ -153,3 +154,15 @@ def tokenizer_for_model(model: str) -> Tokenizer:
 def count_tokens(model: str, text: str) -> int:
     """Tokens of ``text`` as the fake provider counts them for ``model`` (no message framing)."""
     return tokenizer_for_model(model).count(text)
+
+
+def warm_tokenizers() -> None:
+    """Build every tokenizer now (about a second, once per process).
+
+    A server calls this before it listens, so no request pays for loading a vocabulary,
+    which would otherwise stall its event loop past a short client timeout.
+    """
+    for name in ("o200k_base", "cl100k_base", CLAUDE_STANDIN):
+        with _lock:
+            if name not in _tokenizers:
+                _tokenizers[name] = _build(name)

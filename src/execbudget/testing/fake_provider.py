@@ -32,6 +32,7 @@ from execbudget.testing._config import FakeConfig
 from execbudget.testing._control import Control, HttpControl, LocalControl
 from execbudget.testing._server import ProviderServer, bind_loopback, build_server
 from execbudget.testing._state import ProviderState, RequestRecord, Stats
+from execbudget.testing._tokenizers import warm_tokenizers
 
 if TYPE_CHECKING:
     import anthropic as anthropic_sdk
@@ -87,6 +88,7 @@ class FakeProvider:
         return self
 
     def _start_thread(self) -> None:
+        warm_tokenizers()  # before serving: loading one inside a request stalls the loop
         sock = bind_loopback(self._host, self._requested_port)
         self._port = int(sock.getsockname()[1])
         self._state = ProviderState(self._initial)
