@@ -27,12 +27,12 @@ bound. Unknown content-part types are counted as their JSON text.
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import re
 import string
 import unicodedata
+import zlib
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
@@ -57,25 +57,54 @@ def _json(value: Any) -> str:
 
 
 _NON_ASCII_RUNS: Final = re.compile(r"([^\x00-\x7f]+)")
-_SAME_CHAR_RUNS: Final = re.compile(r"(\S)\1{7,}|(\s)\2{7,}")
+_SAME_CHAR_RUNS: Final = re.compile(r"(.)\1{7,}", re.DOTALL)
+_DENSE_CHARS_PER_TOKEN: Final = 5
+_ALWAYS_SCAN: Final = 64
+_REPETITIVE_RATIO: Final = 0.2
 _PATTERN_RUNS: Final = re.compile(r"(\S{2,4}?)\1{3,}")
 _DROP_CAPITALS: Final = str.maketrans("", "", string.ascii_uppercase)
 
 
-@functools.cache
-def _weights(
-    profile: TokenizerProfile,
-) -> tuple[float, float, float, float, float, float, float]:
-    """The profile's ratios as floats, computed once (token estimates, not money)."""
-    return (
-        float(profile.ratio_ascii),
-        float(profile.ratio_other),
-        float(profile.margin),
-        float(profile.upper_weight),
-        float(profile.run_weight),
-        float(profile.space_run_weight),
-        float(profile.pattern_run_weight),
-    )
+_Weights = tuple[float, float, float, float, float, float, float]
+_weight_cache: dict[int, tuple[TokenizerProfile, _Weights]] = {}
+
+
+def _weights(profile: TokenizerProfile) -> _Weights:
+    """
+    The profile's ratios as floats (token estimates, not money), computed once per profile.
+
+    Keyed by identity, not by value: hashing a dataclass of Fractions on every count costs
+    more than the count. The profile is kept in the entry so its id cannot be reused.
+    """
+    entry = _weight_cache.get(id(profile))
+    if entry is None or entry[0] is not profile:
+        weights = (
+            float(profile.ratio_ascii),
+            float(profile.ratio_other),
+            float(profile.margin),
+            float(profile.upper_weight),
+            float(profile.run_weight),
+            float(profile.space_run_weight),
+            float(profile.pattern_run_weight),
+        )
+        entry = (profile, weights)
+        _weight_cache[id(profile)] = entry
+    return entry[1]
+
+
+def _repetitive(part: str, n: int) -> bool:
+    """
+    Whether ``part`` may hold runs or repeated patterns worth scanning for.
+
+    Runs are what o200k_base compresses far better than other tokenizers, but scanning for
+    them with a regex costs 3-4x the encoding itself. Text without them is skipped: it is
+    short enough to scan anyway, or o200k_base did not compress it unusually (at most 5
+    characters per token) and zlib cannot either (level 1 keeps at least 20%): ordinary
+    prose and code keep 35-65%, a run or ``abab...`` pattern 1-12%.
+    """
+    if len(part) <= _ALWAYS_SCAN or len(part) > _DENSE_CHARS_PER_TOKEN * n:
+        return True
+    return len(zlib.compress(part.encode("ascii"), 1)) < _REPETITIVE_RATIO * len(part)
 
 
 def _estimate(text: str, profile: TokenizerProfile, encoding: LoadedEncoding) -> float:
@@ -91,11 +120,13 @@ def _estimate(text: str, profile: TokenizerProfile, encoding: LoadedEncoding) ->
         n = encoding.count(part)
         if index % 2 == 0:  # ASCII (split() puts the captured non-ASCII runs at odd indexes)
             units = n * ratio_ascii + upper * (len(part) - len(part.translate(_DROP_CAPITALS)))
-            if len(part) >= 8:
+            if len(part) >= 8 and _repetitive(part, n):
                 for run in _SAME_CHAR_RUNS.finditer(part):
-                    weight = space_weight if run.group(1) is None else run_weight
-                    if run.group(1) is None or not run.group(1).isdigit():
-                        units += (run.end() - run.start()) * weight
+                    char = run.group(1)
+                    if char.isspace():
+                        units += (run.end() - run.start()) * space_weight
+                    elif not char.isdigit():
+                        units += (run.end() - run.start()) * run_weight
                 if pattern_weight:
                     for run in _PATTERN_RUNS.finditer(part):
                         units += (run.end() - run.start()) * pattern_weight
