@@ -87,12 +87,19 @@ class _Group:
     last_report_ms: int = 0
     last_used_ms: int = 0
     longest_ttl_ms: int = 0
+    cap: dict[str, int] = field(default_factory=dict)  # reported + open, per dimension
+    dirty: bool = True  # local caps must be set again
 
     def open(self, dim: str) -> int:
         return sum(lease.amounts.get(dim, 0) for lease in self.leases)
 
     def capacity(self, dim: str) -> int:
-        return self.reported.get(dim, 0) + self.open(dim)
+        return self.cap.get(dim, 0)
+
+    def recount(self) -> None:
+        """Capacity changed (a lease came or went): cache it and mark the caps stale."""
+        self.cap = {d: self.reported.get(d, 0) + self.open(d) for d in set(self.dims)}
+        self.dirty = True
 
 
 class SlicedStorage:
@@ -166,6 +173,7 @@ class SlicedStorage:
         return out
 
     def _set_caps(self, group: _Group) -> None:
+        group.dirty = False
         for key, lk in zip(group.keys, group.local, strict=True):
             limit = self._overrides.get(key, group.policy.get(key, 0))
             cap = min(group.capacity(key.dimension), limit)
@@ -188,6 +196,7 @@ class SlicedStorage:
         outcome = self.base.reserve(rid, requests, ttl, on_expiry=OnExpiry.CHARGE)
         if outcome.status is ReserveStatus.OK:
             group.leases.append(_Lease(rid, dict(amounts), self.clock.now_ms() + ttl))
+            group.recount()
             self._set_caps(group)
         return outcome
 
@@ -221,6 +230,8 @@ class SlicedStorage:
 
     def _keep_alive(self, group: _Group) -> None:
         """Extend open leases that would not outlive the holds they cover."""
+        if not group.leases:
+            return
         now = self.clock.now_ms()
         floor = now + group.longest_ttl_ms + self.lease_margin_ms // 2
         for lease in group.leases:
@@ -251,6 +262,7 @@ class SlicedStorage:
             self.base_calls += 1
             self.base.settle(lease.rid, SettleMode.COMMIT, charge)
         group.leases.clear()
+        group.recount()
         group.last_report_ms = self.clock.now_ms()
         self._set_caps(group)
 
@@ -283,11 +295,15 @@ class SlicedStorage:
                 return self.local.reserve(rid, local, ttl_ms, on_expiry=on_expiry)
             now = self.clock.now_ms()
             group.last_used_ms = now
+            policy = group.policy
             for req in lines:
-                group.policy[req.key] = req.limit
+                if policy.get(req.key) != req.limit:
+                    policy[req.key] = req.limit
+                    group.dirty = True
             if ttl_ms > group.longest_ttl_ms:
                 group.longest_ttl_ms = ttl_ms
-            self._set_caps(group)
+            if group.dirty:
+                self._set_caps(group)
             self._keep_alive(group)
             outcome = self.local.reserve(
                 rid, local, ttl_ms, on_expiry=on_expiry, charge_now=charge_now
@@ -326,14 +342,14 @@ class SlicedStorage:
         return group.capacity(key.dimension) < limit
 
     def _refill_early(self, group: _Group, lines: Sequence[LineRequest]) -> None:
-        if self.clock.now_ms() < group.direct_until_ms or not group.leases:
+        if not group.leases or self.clock.now_ms() < group.direct_until_ms:
             return
-        for dim in set(group.dims):
-            slice_ = self.calls_per_slice * self._per_call(lines, dim)
-            used = max(
-                s + h for d, (s, h) in zip(group.dims, self._usage(group), strict=True) if d == dim
-            )
-            if group.capacity(dim) - used < self.refill_fraction * slice_:
+        book = self.local._book.lines
+        cap = group.cap
+        low = self.refill_fraction * self.calls_per_slice
+        for lk, dim, req in zip(group.local, group.dims, lines, strict=True):
+            line = book[lk]
+            if cap[dim] - line.spent - line.held < low * req.amount:
                 slice_all = {d: self.calls_per_slice * self._per_call(lines, d) for d in group.dims}
                 outcome = self._lease(group, lines, slice_all)
                 if outcome.status is not ReserveStatus.OK:
@@ -493,7 +509,7 @@ class SlicedStorage:
                 self._overrides[key] = limit
             for group in self._groups.values():
                 if key in group.keys:
-                    self._set_caps(group)
+                    group.dirty = True
 
     def block(self, key: LineKey, reason: str | None) -> None:
         self.base.block(key, reason)
