@@ -156,6 +156,12 @@ def test_cli_serves_until_sigterm() -> None:
     assert proc.returncode == 0, err
 
 
+def test_cli_entry_points() -> None:
+    from execbudget.testing import fake_provider
+
+    assert fake_provider.main is main  # what `execbudget fake-provider` calls
+
+
 def test_main_rejects_bad_config(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
         main(["--set", "bogus=1"])

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
+from execbudget.testing._cli import main
 from execbudget.testing._config import FakeConfig
 from execbudget.testing._control import Control, HttpControl, LocalControl
 from execbudget.testing._server import ProviderServer, bind_loopback, build_server
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
     import anthropic as anthropic_sdk
     import openai as openai_sdk
 
-__all__ = ["FakeProvider"]
+__all__ = ["FakeProvider", "main"]  # main: `execbudget fake-provider`
 
 _API_KEY = "fake-key"
 
