@@ -37,6 +37,8 @@ from .errors import (
     UnpricedModelError,
 )
 from .ledger import AsyncLedger, Ledger, LineKey, LineRequest
+from .loop import Steps, tool
+from .orchestration import Branch, FanOutReport, FanOutResult
 from .policy import Policy
 from .run import Scope
 from .units import Dimension
@@ -46,6 +48,7 @@ __version__ = "0.1.0.dev0"
 
 __all__ = [
     "AsyncLedger",
+    "Branch",
     "BudgetExceeded",
     "Clock",
     "ConfigurationError",
@@ -57,6 +60,8 @@ __all__ = [
     "Enforcer",
     "ExecBudgetError",
     "FanOutExceeded",
+    "FanOutReport",
+    "FanOutResult",
     "Hold",
     "Ledger",
     "LedgerUnavailable",
@@ -71,6 +76,7 @@ __all__ = [
     "Scope",
     "ScopeKilled",
     "StepBudgetExceeded",
+    "Steps",
     "SystemClock",
     "TokenBudgetExceeded",
     "UnpricedModelError",
@@ -84,4 +90,5 @@ __all__ = [
     "run",
     "scope",
     "submit",
+    "tool",
 ]

@@ -18,7 +18,7 @@ the path to the bad value, what was found and what is allowed::
       models:
         my-model: {input: "1.00 USD/Mtok", output: "2.00 USD/Mtok"}
     degradation: {mode: deny}          # deny | clamp | downgrade (with model:)
-    fan_out: {on_excess: refuse}       # refuse | truncate
+    fan_out: {on_excess: refuse, item_cost: "0.02 USD"}   # refuse | truncate; cost estimate
     scopes:
       - match: "org:acme"               # kind:name, shell-style patterns allowed
         limits:
@@ -27,6 +27,7 @@ the path to the bad value, what was found and what is allowed::
       - match: "run:*"
         limits: {steps: 30, retries: 5, time: 120s, depth: 3}
         per_call: {max_output_tokens: 4096, max_cost: "0.10 USD"}
+        fan_out: {item_cost: "0.05 USD"}  # this scope's fan-outs: estimate per branch
 
 Every rule whose pattern matches a scope applies; where two give the same dimension and
 window, the smaller limit wins, so the order of rules never matters.
@@ -77,11 +78,19 @@ class PerCallSpec(_Strict):
     timeout: Any = None
 
 
+class FanOutRuleSpec(_Strict):
+    """A scope rule's fan-out settings; unset fields fall back to the policy-wide ones."""
+
+    on_excess: Literal["refuse", "truncate"] | None = None
+    item_cost: Any = None
+
+
 class ScopeRule(_Strict):
     match: str
     limits: dict[str, Any] = Field(default_factory=dict)
     per_call: PerCallSpec | None = None
     on_expiry: OnExpiry | None = None
+    fan_out: FanOutRuleSpec | None = None
 
 
 class PricingSpec(_Strict):
@@ -97,6 +106,9 @@ class DegradationSpec(_Strict):
 
 class FanOutSpec(_Strict):
     on_excess: Literal["refuse", "truncate"] = "refuse"
+    #: estimated cost of one branch ("0.02 USD"): a fan-out whose projected cost exceeds
+    #: the cost left on the chain is refused before any branch starts
+    item_cost: Any = None
 
 
 class PolicySpec(_Strict):
@@ -147,6 +159,24 @@ def _min(a: _N | None, b: _N | None) -> _N | None:
 
 
 @dataclass(frozen=True, slots=True)
+class FanOutRule:
+    """Fan-out settings of a scope (``None``: not set here; ask the next scope out)."""
+
+    on_excess: Literal["refuse", "truncate"] | None = None
+    item_cost: int | None = None  # nano-units of the policy currency
+
+    def merge(self, other: FanOutRule) -> FanOutRule:
+        """Both rules at once: the larger cost estimate, and ``refuse`` over ``truncate``."""
+        excess = self.on_excess or other.on_excess
+        if "refuse" in (self.on_excess, other.on_excess):
+            excess = "refuse"
+        cost = other.item_cost if self.item_cost is None else self.item_cost
+        if self.item_cost is not None and other.item_cost is not None:
+            cost = max(self.item_cost, other.item_cost)
+        return FanOutRule(excess, cost)
+
+
+@dataclass(frozen=True, slots=True)
 class ScopeLimits:
     """Everything the policy says about one scope, merged over all matching rules."""
 
@@ -156,6 +186,7 @@ class ScopeLimits:
     time_ms: int | None = None
     per_call: CallCaps = field(default_factory=CallCaps)
     on_expiry: OnExpiry | None = None
+    fan_out: FanOutRule = field(default_factory=FanOutRule)
 
     def merge(self, other: ScopeLimits) -> ScopeLimits:
         lines: dict[Dimension, dict[Window, int]] = {d: dict(w) for d, w in self.lines.items()}
@@ -169,6 +200,7 @@ class ScopeLimits:
             _min(self.time_ms, other.time_ms),
             self.per_call.tighten(other.per_call),
             self.on_expiry or other.on_expiry,
+            self.fan_out.merge(other.fan_out),
         )
 
     @property
@@ -273,6 +305,13 @@ def parse_per_call(spec: PerCallSpec, currency: str, path: str, problems: _Probl
     )
 
 
+def _item_cost(value: Any, currency: str, path: str, problems: _Problems) -> int | None:
+    if value is None:
+        return None
+    money = problems.run(f"{path}.item_cost", parse_money, value, currency=currency)
+    return None if money is None else money_to_units(money)
+
+
 def _price_overrides(models: Mapping[str, Any]) -> dict[str, Any]:
     if not models:
         return {}
@@ -318,9 +357,21 @@ class Policy:
                 if rule.per_call
                 else CallCaps()
             )
+            fan_out = FanOutRule()
+            if rule.fan_out is not None:
+                fan_out = FanOutRule(
+                    rule.fan_out.on_excess,
+                    _item_cost(rule.fan_out.item_cost, spec.currency, f"{where}.fan_out", problems),
+                )
             rules.append(
-                _Rule(rule.match, ScopeLimits(lines, depth, time_ms, caps, rule.on_expiry))
+                _Rule(
+                    rule.match, ScopeLimits(lines, depth, time_ms, caps, rule.on_expiry, fan_out)
+                )
             )
+        #: the policy-wide estimate of one fan-out branch, in nano-units (None: no estimate)
+        self.fan_out_item_cost = _item_cost(
+            spec.fan_out.item_cost, spec.currency, "fan_out", problems
+        )
         self._price_overrides = problems.run(
             "pricing.models", _price_overrides, spec.pricing.models
         ) or {}

@@ -12,15 +12,21 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from contextvars import Token
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar
 
 from .errors import ConfigurationError, DeadlineExceeded, StepBudgetExceeded
 from .scopes import CURRENT, Frame
 
 if TYPE_CHECKING:
     from .enforcer import Decision, Enforcer, Hold
+    from .loop import Steps
+    from .orchestration import Branch, FanOutResult
+
+P = ParamSpec("P")
+R = TypeVar("R")
+T = TypeVar("T")
 
 _KIND_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_-")
 
@@ -205,6 +211,75 @@ class Scope:
 
     def remaining(self) -> dict[str, int]:
         return self.enforcer.remaining(self.frame)
+
+    # -- loop and orchestration (the logic lives in execbudget.loop / .orchestration) ---
+    def steps(self, *, quiet: bool = False) -> Steps:
+        """``for step in run.steps():`` — one step charged before each iteration."""
+        from .loop import Steps
+
+        return Steps(self, quiet=quiet)
+
+    def tool(self, fn: Callable[P, R], /, *, name: str | None = None) -> Callable[P, R]:
+        """``fn`` charging one ``tool_calls`` on this scope's chain per execution."""
+        from .loop import guard_tool
+
+        return guard_tool(fn, scope=self, name=name)
+
+    def map(
+        self,
+        fn: Callable[[T], R],
+        items: Iterable[T],
+        *,
+        max_concurrency: int | None = None,
+        item_cost: object | None = None,
+        on_excess: Literal["refuse", "truncate"] | None = None,
+        return_exceptions: bool = False,
+        name: str | None = None,
+    ) -> FanOutResult[R]:
+        """A fan-out over threads, admitted by count and projected cost before it starts."""
+        from .orchestration import fan_out_map
+
+        return fan_out_map(
+            self,
+            fn,
+            items,
+            max_concurrency=max_concurrency,
+            item_cost=item_cost,
+            on_excess=on_excess,
+            return_exceptions=return_exceptions,
+            name=name,
+        )
+
+    async def amap(
+        self,
+        fn: Callable[[T], Awaitable[R]],
+        items: Iterable[T],
+        *,
+        max_concurrency: int | None = None,
+        item_cost: object | None = None,
+        on_excess: Literal["refuse", "truncate"] | None = None,
+        return_exceptions: bool = False,
+        name: str | None = None,
+    ) -> FanOutResult[R]:
+        """The asyncio twin of ``map``: tasks, cancelled at the deadline."""
+        from .orchestration import fan_out_amap
+
+        return await fan_out_amap(
+            self,
+            fn,
+            items,
+            max_concurrency=max_concurrency,
+            item_cost=item_cost,
+            on_excess=on_excess,
+            return_exceptions=return_exceptions,
+            name=name,
+        )
+
+    def branch(self, name: str | None = None) -> Branch:
+        """One branch started by hand (``with``/``async with``): fan_out + concurrency."""
+        from .orchestration import Branch
+
+        return Branch(self.frame, name)
 
     def __repr__(self) -> str:
         return f"<Scope {self.key} depth={self._frame.depth if self._frame else '?'}>"
