@@ -272,7 +272,8 @@ def _migrate(args: argparse.Namespace) -> int:
 def _prices(args: argparse.Namespace) -> int:
     from .pricing import prices_command
 
-    result: int = prices_command(args.model, args.provider, args.json)
+    book = Policy.load(args.policy).price_book() if args.policy else None
+    result: int = prices_command(args.model, args.provider, args.json, book=book)
     return result
 
 
@@ -335,6 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     prices.add_argument("model")
     prices.add_argument("--provider")
     prices.add_argument("--json", action="store_true")
+    prices.add_argument("--policy", help="price with this policy's overrides and fallback")
     prices.set_defaults(func=_prices)
 
     fake = sub.add_parser("fake-provider", help="run the fake OpenAI/Anthropic server")
