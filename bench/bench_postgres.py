@@ -1,0 +1,146 @@
+"""
+PostgreSQL ledger throughput: reserve+commit pairs per second and reserve latency on a
+4-line chain with one hot org line, N processes with one connection each, against the
+shared server (a fresh schema per run, dropped after; nothing else is touched).
+
+    python -m bench.bench_postgres [--url URL] [--seconds S] [--procs 4 8 16]
+                                   [--sync on off] [--chain hot cold]
+
+Targets (issue 5 / ledger.md §8, 2-core machine): hot org with ``synchronous_commit=on``
+≥ 1.2k pairs/s and not below 0.8k at 16 connections; ``off`` ≥ 3k. ``--chain cold`` gives
+every process its own chain (no shared row) for comparison.
+
+Every hot-row transaction holds the org row's lock through its commit, WAL flush
+included, so with ``synchronous_commit=on`` the ceiling is about 1 / (2 × commit latency)
+pairs/s whatever the connection count. The first record, ``commit_baseline``, measures
+that commit latency on this machine (one connection, single-row UPDATE, autocommit), so
+figures from machines with different disks can be compared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import time
+import uuid
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from execbudget.ledger import Ledger
+
+from ._common import emit, hot_chain, machine, percentile
+
+DEFAULT_URL = os.environ.get(
+    "EXECBUDGET_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+
+
+def _with(url: str, **options: str) -> str:
+    sep = "&" if "?" in url else "?"
+    return url + sep + "&".join(f"{k}={v}" for k, v in options.items())
+
+
+def _worker(
+    url: str, worker: int, seconds: float, start_at: float, prefix: str
+) -> tuple[int, list[float]]:
+    ledger = Ledger.from_url(url)
+    chain = hot_chain(worker, prefix=prefix)
+    for _ in range(3):  # connect, migrate-check and prepare both statements first
+        ledger.commit(ledger.reserve(chain), {"cost": 5})
+    while time.time() < start_at:
+        time.sleep(0.001)
+    latencies: list[float] = []
+    pairs = 0
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        t0 = time.perf_counter()
+        rid = ledger.reserve(chain)
+        latencies.append(time.perf_counter() - t0)
+        ledger.commit(rid, {"cost": 5})
+        pairs += 1
+    ledger.close()
+    return pairs, latencies
+
+
+def commit_baseline(url: str, schema: str, seconds: float = 2.0) -> dict[str, Any]:
+    """Single-row UPDATE commits/s on one connection: this machine's commit latency."""
+    ident = sql.Identifier(schema)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("CREATE TABLE {}.baseline (id int PRIMARY KEY, v bigint)").format(ident)
+        )
+        conn.execute(sql.SQL("INSERT INTO {}.baseline VALUES (1, 0)").format(ident))
+        update = sql.SQL("UPDATE {}.baseline SET v = v + 1 WHERE id = 1").format(ident)
+        figures: dict[str, Any] = {}
+        for mode in ("on", "off"):
+            conn.execute("SELECT set_config('synchronous_commit', %s, false)", (mode,))
+            n = 0
+            deadline = time.perf_counter() + seconds
+            while time.perf_counter() < deadline:
+                conn.execute(update, prepare=True)
+                n += 1
+            figures[f"commits_per_s_sync_{mode}"] = round(n / seconds)
+        version = conn.execute("SHOW server_version").fetchone()
+    return emit(
+        "ledger.postgres.commit_baseline", **figures, postgres=version[0] if version else ""
+    )
+
+
+def postgres_procs(url: str, sync: str, procs: int, seconds: float, chain: str) -> dict[str, Any]:
+    schema = f"bench_{uuid.uuid4().hex[:10]}"
+    storage_url = _with(url, schema=schema, synchronous_commit=sync, pool_min="1", pool_max="1")
+    with Ledger.from_url(storage_url) as ledger:
+        ledger.lines()  # migrate once, before the workers race to
+    try:
+        ctx = multiprocessing.get_context("spawn")
+        start_at = time.time() + 2.0 + procs * 0.15  # every process imported and connected
+        jobs = [
+            (storage_url, w, seconds, start_at, f"w{w}:" if chain == "cold" else "")
+            for w in range(procs)
+        ]
+        with ctx.Pool(procs) as pool:
+            results = pool.starmap(_worker, jobs)
+    finally:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+    pairs = sum(r[0] for r in results)
+    lat = sorted(x for r in results for x in r[1])
+    return emit(
+        f"ledger.postgres.{chain}.sync_{sync}.{procs}procs",
+        pairs_per_s=round(pairs / seconds),
+        reserve_p50_ms=round(percentile(lat, 0.50) * 1000, 3),
+        reserve_p99_ms=round(percentile(lat, 0.99) * 1000, 3),
+        pairs=pairs,
+        load_avg_1m=round(os.getloadavg()[0], 2),
+    )
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--url", default=DEFAULT_URL)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--procs", type=int, nargs="+", default=[4, 8, 16])
+    parser.add_argument("--sync", nargs="+", default=["on", "off"], choices=["on", "off"])
+    parser.add_argument("--chain", nargs="+", default=["hot"], choices=["hot", "cold"])
+    args = parser.parse_args(argv)
+    emit("machine", **machine())
+    schema = f"bench_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(args.url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+    try:
+        records = [commit_baseline(args.url, schema)]
+    finally:
+        with psycopg.connect(args.url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+    for chain in args.chain:
+        for sync in args.sync:
+            for procs in args.procs:
+                records.append(postgres_procs(args.url, sync, procs, args.seconds, chain))
+    return records
+
+
+if __name__ == "__main__":
+    main()
