@@ -36,6 +36,7 @@ from .errors import (
     TokenBudgetExceeded,
     UnpricedModelError,
 )
+from .invocation import wrap
 from .ledger import AsyncLedger, Ledger, LineKey, LineRequest
 from .loop import Steps, tool
 from .orchestration import Branch, FanOutReport, FanOutResult
@@ -91,4 +92,5 @@ __all__ = [
     "scope",
     "submit",
     "tool",
+    "wrap",
 ]

@@ -1,0 +1,319 @@
+"""
+The wrapped clients: the guarded methods, and everything else passed through.
+
+Guarded (held before the call, settled after):
+
+* OpenAI / AsyncOpenAI: ``chat.completions.create`` (incl. ``stream=True``),
+  ``responses.create`` (incl. ``stream=True``), ``embeddings.create``;
+* Anthropic / AsyncAnthropic: ``messages.create`` (incl. ``stream=True``) and the
+  ``messages.stream(...)`` context manager.
+
+Every other attribute is the original client's, unchanged and **not budgeted** (the
+docs list them). Guarded calls go through a copy of the client made with
+``max_retries=0``: the SDK's own retries would re-send a request under a hold that has
+already been settled, so retries are made here instead, each one charged and held anew.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Any
+
+from ..api import get_enforcer
+from ..scopes import CURRENT
+from ._apis import CHAT, EMBEDDINGS, MESSAGES, RESPONSES, Api, given
+from ._drive import adrive, drive
+from ._procedure import Call, Settings, Started
+from ._settle import StreamMeter
+from ._streams import AsyncBudgetedStream, BudgetedStream
+
+
+def _hide_usage(api: Api, kwargs: Mapping[str, Any]) -> bool:
+    """The caller did not ask for the chat usage chunk: it is the wrapper's, hide it."""
+    if api is not CHAT:
+        return False
+    options = kwargs.get("stream_options")
+    return not (isinstance(options, Mapping) and options.get("include_usage"))
+
+
+def _call(settings: Settings, api: Api, kwargs: Mapping[str, Any], stream: bool) -> Call:
+    enforcer = settings.enforcer or get_enforcer()
+    return Call(api, kwargs, stream, enforcer, CURRENT.get(), settings)
+
+
+def _meter(call: Call, started: Started) -> StreamMeter:
+    admitted = started.admitted
+    return StreamMeter.begin(
+        call.api,
+        admitted.plan,
+        admitted.price,
+        call.settings.counter,
+        hide_usage=_hide_usage(call.api, call.kwargs),
+    )
+
+
+def invoke(settings: Settings, api: Api, kwargs: dict[str, Any], target: Any) -> Any:
+    """One guarded sync call of ``target(**kwargs)``."""
+    stream = bool(kwargs.get("stream")) and given(kwargs.get("stream"))
+    call = _call(settings, api, kwargs, stream)
+    result = drive(call, lambda kw: target(**kw))
+    if isinstance(result, Started):
+        return BudgetedStream(
+            result.stream, _meter(call, result), result.admitted.hold, call.enforcer
+        )
+    return result
+
+
+async def ainvoke(settings: Settings, api: Api, kwargs: dict[str, Any], target: Any) -> Any:
+    """One guarded async call of ``await target(**kwargs)``."""
+    stream = bool(kwargs.get("stream")) and given(kwargs.get("stream"))
+    call = _call(settings, api, kwargs, stream)
+
+    async def send(kw: dict[str, Any]) -> Any:
+        return await target(**kw)
+
+    result = await adrive(call, send)
+    if isinstance(result, Started):
+        return AsyncBudgetedStream(
+            result.stream, _meter(call, result), result.admitted.hold, call.enforcer
+        )
+    return result
+
+
+class _Passthrough:
+    """Attributes not guarded here come from the original client's resource."""
+
+    __slots__ = ("_owner", "_path")
+
+    def __init__(self, owner: _Wrapped, path: tuple[str, ...]) -> None:
+        self._owner = owner
+        self._path = path
+
+    def _resource(self, client: Any) -> Any:
+        for name in self._path:
+            client = getattr(client, name)
+        return client
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self._resource(self._owner._client), name)
+
+
+class _Create(_Passthrough):
+    """A resource whose ``create`` is guarded."""
+
+    __slots__ = ("_api",)
+
+    def __init__(self, owner: _Wrapped, path: tuple[str, ...], api: Api) -> None:
+        super().__init__(owner, path)
+        self._api = api
+
+    def create(self, **kwargs: Any) -> Any:
+        owner = self._owner
+        target = self._resource(owner._raw).create
+        return invoke(owner._settings, self._api, kwargs, target)
+
+
+class _AsyncCreate(_Create):
+    __slots__ = ()
+
+    async def create(self, **kwargs: Any) -> Any:
+        owner = self._owner
+        target = self._resource(owner._raw).create
+        return await ainvoke(owner._settings, self._api, kwargs, target)
+
+
+class _Wrapped:
+    """Shared by the four wrapped clients: the original, the no-retry copy, the settings."""
+
+    def __init__(self, client: Any, settings: Settings) -> None:
+        self._client = client
+        self._raw = client.with_options(max_retries=0)
+        self._settings = settings
+
+    @property
+    def unwrapped(self) -> Any:
+        """The original client (its calls are not budgeted)."""
+        return self._client
+
+    @property
+    def settings(self) -> Settings:
+        return self._settings
+
+    def with_options(self, **options: Any) -> Any:
+        """The SDK's ``with_options``, still wrapped; ``max_retries`` sets our retries."""
+        settings = self._settings
+        if "max_retries" in options:
+            settings = dataclasses.replace(settings, retries=int(options["max_retries"]))
+        return type(self)(self._client.with_options(**options), settings)
+
+    copy = with_options
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name in ("_client", "_raw", "_settings"):
+            raise AttributeError(name)
+        return getattr(self._client, name)
+
+    def __repr__(self) -> str:
+        return f"<execbudget.wrap({type(self._client).__name__})>"
+
+
+# -- OpenAI ------------------------------------------------------------------------------
+class _Chat(_Passthrough):
+    __slots__ = ("completions",)
+
+    def __init__(self, owner: _Wrapped, completions: _Create) -> None:
+        super().__init__(owner, ("chat",))
+        self.completions = completions
+
+
+class BudgetedOpenAI(_Wrapped):
+    """``openai.OpenAI`` with chat completions, responses and embeddings budgeted."""
+
+    def __init__(self, client: Any, settings: Settings) -> None:
+        super().__init__(client, settings)
+        self.chat = _Chat(self, _Create(self, ("chat", "completions"), CHAT))
+        self.responses = _Create(self, ("responses",), RESPONSES)
+        self.embeddings = _Create(self, ("embeddings",), EMBEDDINGS)
+
+
+class AsyncBudgetedOpenAI(_Wrapped):
+    """``openai.AsyncOpenAI`` with chat completions, responses and embeddings budgeted."""
+
+    def __init__(self, client: Any, settings: Settings) -> None:
+        super().__init__(client, settings)
+        self.chat = _Chat(self, _AsyncCreate(self, ("chat", "completions"), CHAT))
+        self.responses = _AsyncCreate(self, ("responses",), RESPONSES)
+        self.embeddings = _AsyncCreate(self, ("embeddings",), EMBEDDINGS)
+
+
+# -- Anthropic ---------------------------------------------------------------------------
+class _Messages(_Create):
+    __slots__ = ()
+
+    def stream(self, **kwargs: Any) -> MessageStreamManager:
+        """``messages.stream(...)``: the SDK's helper over a metered raw stream."""
+        return MessageStreamManager(self._owner, kwargs)
+
+
+class _AsyncMessages(_AsyncCreate):
+    __slots__ = ()
+
+    def stream(self, **kwargs: Any) -> AsyncMessageStreamManager:
+        return AsyncMessageStreamManager(self._owner, kwargs)
+
+
+def _swap_raw_stream(message_stream: Any, guard: Any) -> None:
+    """Let the SDK's MessageStream read its events through our guard.
+
+    ``MessageStream`` reads ``self._raw_stream`` lazily, on the first event, so replacing
+    it before any event is read meters everything the helper (text_stream, until_done,
+    get_final_message) consumes.
+    """
+    if not hasattr(message_stream, "_raw_stream"):  # pragma: no cover - SDK changed
+        raise RuntimeError(
+            "this anthropic SDK's MessageStream has no _raw_stream; use "
+            "messages.create(stream=True) with execbudget.wrap"
+        )
+    message_stream._raw_stream = guard
+
+
+class MessageStreamManager:
+    """``with client.messages.stream(...) as stream:`` — held on enter, settled on exit."""
+
+    def __init__(self, owner: _Wrapped, kwargs: dict[str, Any]) -> None:
+        self._owner = owner
+        self._kwargs = kwargs
+        self._manager: Any = None
+        self._guard: BudgetedStream[Any] | None = None
+
+    def __enter__(self) -> Any:
+        owner = self._owner
+        call = _call(owner._settings, MESSAGES, self._kwargs, True)
+
+        def send(kw: dict[str, Any]) -> Any:
+            kw.pop("stream", None)
+            manager = owner._raw.messages.stream(**kw)
+            return manager, manager.__enter__()
+
+        result = drive(call, send)
+        assert isinstance(result, Started)
+        self._manager, message_stream = result.stream
+        raw = message_stream._raw_stream
+        self._guard = BudgetedStream(raw, _meter(call, result), result.admitted.hold, call.enforcer)
+        _swap_raw_stream(message_stream, self._guard)
+        return message_stream
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            if self._manager is not None:
+                self._manager.__exit__(exc_type, exc, tb)
+        finally:
+            if self._guard is not None:
+                self._guard.close()
+
+
+class AsyncMessageStreamManager:
+    """``async with client.messages.stream(...) as stream:`` (the async twin)."""
+
+    def __init__(self, owner: _Wrapped, kwargs: dict[str, Any]) -> None:
+        self._owner = owner
+        self._kwargs = kwargs
+        self._manager: Any = None
+        self._guard: AsyncBudgetedStream[Any] | None = None
+
+    async def __aenter__(self) -> Any:
+        owner = self._owner
+        call = _call(owner._settings, MESSAGES, self._kwargs, True)
+
+        async def send(kw: dict[str, Any]) -> Any:
+            kw.pop("stream", None)
+            manager = owner._raw.messages.stream(**kw)
+            return manager, await manager.__aenter__()
+
+        result = await adrive(call, send)
+        assert isinstance(result, Started)
+        self._manager, message_stream = result.stream
+        raw = message_stream._raw_stream
+        self._guard = AsyncBudgetedStream(
+            raw, _meter(call, result), result.admitted.hold, call.enforcer
+        )
+        _swap_raw_stream(message_stream, self._guard)
+        return message_stream
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            if self._manager is not None:
+                await self._manager.__aexit__(exc_type, exc, tb)
+        finally:
+            if self._guard is not None:
+                await self._guard.close()
+
+
+class BudgetedAnthropic(_Wrapped):
+    """``anthropic.Anthropic`` with messages (create and stream) budgeted."""
+
+    def __init__(self, client: Any, settings: Settings) -> None:
+        super().__init__(client, settings)
+        self.messages = _Messages(self, ("messages",), MESSAGES)
+
+
+class AsyncBudgetedAnthropic(_Wrapped):
+    """``anthropic.AsyncAnthropic`` with messages (create and stream) budgeted."""
+
+    def __init__(self, client: Any, settings: Settings) -> None:
+        super().__init__(client, settings)
+        self.messages = _AsyncMessages(self, ("messages",), MESSAGES)

@@ -1,0 +1,328 @@
+"""
+One guarded model call, written once for sync and async: a generator of I/O operations.
+
+The whole decision logic of a call (count, plan, hold, re-plan after a lost race,
+downgrade, send, settle, classify a failure, charge a retry, back off) lives in
+:func:`call_procedure`. It performs no I/O itself: it *yields* small operation objects
+(``ReadRoom``, ``TryHold``, ``Send``, ``Commit``, ``Release``, ``ChargeRetry``, ``Sleep``)
+and receives their results (or has their exceptions thrown back in). Two thin drivers in
+:mod:`._drive` execute the operations, one with plain calls and one with ``await``; this
+is psycopg's generator technique, and it is why there is no second copy of this file to
+drift from the first.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Generator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final, Literal
+
+from ..errors import BudgetExceeded, DeadlineExceeded, ExecBudgetError
+from ..pricing import ModelPrice, PriceBook, TokenCounter
+from ..pricing.catalog import find_model
+from ._apis import Api, OutputTally, given
+from ._failures import Failure, backoff_s, classify
+from ._plan import CallRequest, Plan, plan_call, request_timeout, should_downgrade
+from ._settle import local_usage, usage_amounts
+
+if TYPE_CHECKING:
+    from ..enforcer import Decision, Enforcer, Hold
+    from ..scopes import Frame
+
+log = logging.getLogger("execbudget.invocation")
+
+Mode = Literal["deny", "clamp", "downgrade"]
+#: Seconds a hold outlives the request timeout, so the reaper never frees a live call.
+TTL_MARGIN_S: Final = 30.0
+#: Used for the hold TTL when neither the caller nor the client gives a timeout.
+DEFAULT_TIMEOUT_S: Final = 600.0
+
+
+# -- operations --------------------------------------------------------------------------
+class ReadRoom:
+    """Read ``Enforcer.remaining()`` for the call's chain → ``dict[str, int]``."""
+
+    __slots__ = ()
+
+
+@dataclass(frozen=True, slots=True)
+class TryHold:
+    """``Enforcer.try_hold(amounts)`` on the call's chain → ``Decision``."""
+
+    amounts: Mapping[str, Any]
+    ttl_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Call the SDK method with ``kwargs`` → its response (or its exception)."""
+
+    kwargs: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """Settle ``hold`` with ``actual`` (``None``: charge it in full)."""
+
+    hold: Hold
+    actual: Mapping[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    hold: Hold
+
+
+class ChargeRetry:
+    """Charge one retry on the call's chain (``RetryBudgetExceeded`` when spent)."""
+
+    __slots__ = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Sleep:
+    seconds: float
+
+
+Op = ReadRoom | TryHold | Send | Commit | Release | ChargeRetry | Sleep
+READ_ROOM: Final = ReadRoom()
+CHARGE_RETRY: Final = ChargeRetry()
+
+
+# -- settings ----------------------------------------------------------------------------
+_PROVIDER_HINTS: dict[tuple[str, str], str | None] = {}
+
+
+@dataclass(slots=True)
+class Settings:
+    """What ``execbudget.wrap`` was told; shared by every call of one wrapped client."""
+
+    enforcer: Enforcer | None = None
+    retries: int = 2
+    counter: TokenCounter = field(default_factory=TokenCounter)
+    degradation: Mode | None = None
+    downgrade_model: str | None = None
+    default_max_tokens: int | None = None
+    admission_rounds: int = 4
+    backoff_base_s: float = 0.5
+    backoff_max_s: float = 8.0
+    client_timeout_s: float | None = None
+
+    def mode(self, enforcer: Enforcer) -> tuple[Mode, str | None]:
+        spec = enforcer.policy.spec.degradation
+        mode: Mode = self.degradation or spec.mode
+        return mode, self.downgrade_model or spec.model
+
+    def price(self, book: PriceBook, model: str, provider: str) -> ModelPrice:
+        """
+        The model's rate card. The SDK's provider is used as a hint only when the bare
+        name has no bundled price and the provider-qualified one does (OpenAI embedding
+        models are only found that way); otherwise the book decides, fallbacks included.
+        """
+        key = (provider, model)
+        hint = _PROVIDER_HINTS.get(key, "?")
+        if hint == "?":
+            hint = None
+            if find_model(model, None) is None and find_model(model, provider) is not None:
+                hint = provider
+            if len(_PROVIDER_HINTS) < 4096:
+                _PROVIDER_HINTS[key] = hint
+        return book.price(model, hint)
+
+
+@dataclass(slots=True)
+class Call:
+    """One call in flight: what was asked, and where it is budgeted."""
+
+    api: Api
+    kwargs: Mapping[str, Any]
+    stream: bool
+    enforcer: Enforcer
+    frame: Frame | None
+    settings: Settings
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    """A granted admission: the plan sent and the hold that covers it."""
+
+    plan: Plan
+    price: ModelPrice
+    hold: Hold
+    request: CallRequest
+    timeout_s: float | None
+    deadline_bound: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Started:
+    """A stream was opened: the wrapper meters it with ``admitted`` until it settles."""
+
+    stream: Any
+    admitted: Admitted
+
+
+# -- the procedure -----------------------------------------------------------------------
+def call_procedure(call: Call) -> Generator[Op, Any, Any]:
+    """Run one guarded call; returns the response, or ``Started`` for a stream."""
+    api, settings = call.api, call.settings
+    kwargs = api.normalize(call.kwargs)
+    model = api.model(kwargs)
+    caller_timeout = _seconds(kwargs.get("timeout"))
+    attempt = 0
+    while True:
+        admitted = yield from _admit(call, kwargs, model, caller_timeout)
+        send = api.apply(kwargs, admitted.plan, stream=call.stream, attempt=attempt)
+        if admitted.timeout_s is not None and admitted.timeout_s != caller_timeout:
+            send["timeout"] = admitted.timeout_s  # the deadline or the per-call cap
+        try:
+            response = yield Send(send)
+        except GeneratorExit:
+            raise
+        except BaseException as exc:
+            failure = classify(exc, api)
+            yield from _settle_failure(admitted, failure)
+            if failure.timeout and admitted.deadline_bound:
+                raise _deadline_error(call) from exc
+            if not failure.retryable or attempt >= settings.retries:
+                raise
+            attempt += 1
+            try:
+                yield CHARGE_RETRY
+            except BudgetExceeded as denial:
+                raise denial from exc
+            delay = backoff_s(
+                attempt,
+                failure.retry_after_s,
+                base_s=settings.backoff_base_s,
+                max_s=settings.backoff_max_s,
+            )
+            left = _deadline_left(call)
+            if left is not None:
+                delay = min(delay, max(0.0, left))
+            if delay > 0:
+                yield Sleep(delay)
+            continue
+        if call.stream:
+            return Started(response, admitted)
+        yield from _settle_response(call, admitted, response)
+        return response
+
+
+def _admit(
+    call: Call, kwargs: Mapping[str, Any], model: str, caller_timeout: float | None
+) -> Generator[Op, Any, Admitted]:
+    """Plan and hold, re-planning after a lost race and downgrading if the policy says."""
+    api, settings, enforcer, frame = call.api, call.settings, call.enforcer, call.frame
+    mode, cheaper = settings.mode(enforcer)
+    models = [model]
+    if mode == "downgrade" and cheaper and cheaper != model:
+        models.append(cheaper)
+    caps = enforcer.call_caps(frame)
+    book = enforcer.policy.price_book()
+    scope = frame.key if frame is not None else "call"
+    denial: BudgetExceeded | None = None
+    for index, name in enumerate(models):
+        request = api.describe(kwargs, name, settings.counter)
+        price = settings.price(book, name, api.provider)
+        sized = request.has_output and (
+            mode == "clamp" or index > 0 or request.requested_output is None
+        )
+        previous: int | None = None
+        for _ in range(max(1, settings.admission_rounds)):
+            room = (yield READ_ROOM) if sized else None
+            planned = plan_call(
+                request,
+                price=price,
+                caps=caps,
+                room=room,
+                sized=sized,
+                default_output=settings.default_max_tokens,
+                scope=scope,
+                currency=enforcer.policy.currency,
+            )
+            if isinstance(planned, BudgetExceeded):
+                denial = planned
+                break
+            if previous is not None and planned.allowance >= previous:
+                break  # the room did not shrink: the last denial is not about our size
+            timeout, by_deadline = request_timeout(
+                caller_timeout, caps.timeout_s, _deadline_left(call)
+            )
+            ttl = max(
+                enforcer.policy.hold_ttl_s,
+                (timeout or settings.client_timeout_s or DEFAULT_TIMEOUT_S) + TTL_MARGIN_S,
+            )
+            decision: Decision = yield TryHold(planned.amounts, ttl)
+            if decision.hold is not None:
+                return Admitted(planned, price, decision.hold, request, timeout, by_deadline)
+            denial = decision.denial
+            if planned.kind != "sized":
+                break
+            previous = planned.allowance
+        if denial is None or not should_downgrade(denial):
+            break
+    assert denial is not None
+    raise denial
+
+
+def _settle_failure(admitted: Admitted, failure: Failure) -> Generator[Op, Any, None]:
+    """Release, bill the reported usage, or charge the whole hold (unknown outcome)."""
+    try:
+        if failure.settle == "release":
+            yield Release(admitted.hold)
+        elif failure.settle == "usage" and failure.usage is not None:
+            yield Commit(admitted.hold, usage_amounts(admitted.price, failure.usage))
+        else:
+            yield Commit(admitted.hold, None)
+    except ExecBudgetError as exc:  # the call's own error matters more; the TTL frees it
+        log.error("execbudget: could not settle hold %s: %s", admitted.hold.rid, exc)
+
+
+def _settle_response(call: Call, admitted: Admitted, response: Any) -> Generator[Op, Any, None]:
+    usage = call.api.usage(response)
+    if usage is None:  # the provider reported nothing: count what arrived
+        tally = OutputTally.start(call.settings.counter, admitted.plan.model)
+        call.api.count_response(response, tally)
+        usage = local_usage(admitted.plan, tally)
+    try:
+        yield Commit(admitted.hold, usage_amounts(admitted.price, usage))
+    except ExecBudgetError as exc:
+        # The answer is paid for and delivered; failing the call now would only make the
+        # caller pay again. The hold stays until its TTL, and the log says so.
+        log.error("execbudget: could not settle hold %s: %s", admitted.hold.rid, exc)
+
+
+def _deadline_left(call: Call) -> float | None:
+    frame = call.frame
+    if frame is None or frame.deadline is None:
+        return None
+    return frame.deadline - call.enforcer.clock.monotonic()
+
+
+def _deadline_error(call: Call) -> DeadlineExceeded:
+    try:
+        call.enforcer.check_deadline(call.frame)
+    except DeadlineExceeded as err:
+        return err
+    scope = call.frame.key if call.frame is not None else "call"
+    return DeadlineExceeded(
+        scope=scope,
+        dimension="time",
+        limit="deadline",
+        spent="deadline reached",
+        held="0s",
+        requested="more time",
+        reason="deadline",
+    )
+
+
+def _seconds(timeout: Any) -> float | None:
+    """A caller's timeout as seconds: a number, or the read timeout of a Timeout object."""
+    if not given(timeout):
+        return None
+    if isinstance(timeout, int | float) and not isinstance(timeout, bool):
+        return float(timeout)
+    read = getattr(timeout, "read", None)
+    return float(read) if isinstance(read, int | float) else None
