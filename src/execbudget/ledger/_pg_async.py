@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Literal
 
 import psycopg
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
 
 from ..clock import Clock
 from ..errors import ConfigurationError
@@ -106,6 +106,7 @@ class AsyncPostgresStorage:
         self._lock = asyncio.Lock()
         self._pool_open = False
         self._ready = False
+        self._closed = False
 
     @classmethod
     def from_url(cls, url: str, *, clock: Clock | None = None) -> AsyncPostgresStorage:
@@ -117,6 +118,8 @@ class AsyncPostgresStorage:
 
     async def _ensure_ready(self) -> None:
         """Open the pool and check (or migrate) the schema, once, on first use."""
+        if self._closed:
+            raise PoolClosed(f"this ledger storage for {self.settings.where} was closed")
         if self._ready:
             return
         async with self._lock:
@@ -251,4 +254,5 @@ class AsyncPostgresStorage:
         return int(row[0])
 
     async def aclose(self) -> None:
+        self._closed = True
         await self._pool.close()

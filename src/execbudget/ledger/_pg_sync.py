@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Literal
 
 import psycopg
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
 from ..clock import Clock
 from ..errors import ConfigurationError
@@ -108,6 +108,7 @@ class PostgresStorage:
         self._lock = threading.Lock()
         self._pool_open = False
         self._ready = False
+        self._closed = False
 
     @classmethod
     def from_url(cls, url: str, *, clock: Clock | None = None) -> PostgresStorage:
@@ -119,6 +120,8 @@ class PostgresStorage:
 
     def _ensure_ready(self) -> None:
         """Open the pool and check (or migrate) the schema, once, on first use."""
+        if self._closed:
+            raise PoolClosed(f"this ledger storage for {self.settings.where} was closed")
         if self._ready:
             return
         with self._lock:
@@ -253,4 +256,5 @@ class PostgresStorage:
         return int(row[0])
 
     def close(self) -> None:
+        self._closed = True
         self._pool.close()
