@@ -39,7 +39,9 @@ def memory_single_thread(seconds: float) -> dict[str, Any]:
     return emit("ledger.memory.1thread", pairs_per_s=round(pairs / elapsed), pairs=pairs)
 
 
-def _sqlite_worker(url: str, worker: int, seconds: float, start_at: float) -> tuple[int, list[float]]:
+def _sqlite_worker(
+    url: str, worker: int, seconds: float, start_at: float
+) -> tuple[int, list[float]]:
     ledger = Ledger.from_url(url)
     chain = hot_chain(worker)
     while time.time() < start_at:

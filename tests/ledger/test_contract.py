@@ -70,7 +70,7 @@ def test_denial_changes_nothing_and_names_the_first_refusing_level(ledger: Any) 
     before = books(ledger)
     rid, outcome = ledger.try_reserve(chain(100))  # org 650 left, team 250 left, run 50 left
     assert outcome.status is ReserveStatus.DENIED
-    assert outcome.denial.key == RUN and outcome.denial.index == 2
+    assert outcome.denial.key == RUN and outcome.denial.level == 2
     assert (outcome.denial.spent, outcome.denial.held, outcome.denial.requested) == (0, 250, 100)
     assert books(ledger) == before
     assert ledger.hold(rid) is None

@@ -111,7 +111,7 @@ def denial_error(
     """The typed exception for a denial, with amounts in the units people read."""
     dim = denial.key.dimension
     cls = DENIAL_TYPES.get(dim, BudgetExceeded)
-    end_ms = lines[denial.index].window_end_ms if denial.index < len(lines) else None
+    end_ms = lines[denial.level].window_end_ms if denial.level < len(lines) else None
     resets = datetime.fromtimestamp(end_ms / 1000, tz=UTC) if end_ms else None
     return cls(
         scope=denial.key.scope,

@@ -75,7 +75,7 @@ class LineRequest(NamedTuple):
 class Denial(NamedTuple):
     """The first line of a chain that refused, with its books at that moment."""
 
-    index: int
+    level: int  # position of the refusing line in the chain, 0 = outermost
     key: LineKey
     limit: int
     spent: int

@@ -337,7 +337,7 @@ class SlicedStorage:
         """Was the local refusal only for lack of leased capacity (then lease more)?"""
         if denial.reason != "limit":
             return False
-        key = group.keys[denial.index]
+        key = group.keys[denial.level]
         limit = self._overrides.get(key, group.policy.get(key, 0))
         return group.capacity(key.dimension) < limit
 
@@ -360,13 +360,13 @@ class SlicedStorage:
         group, key = self._by_local[denial.key]
         limit = self._overrides.get(key, group.policy.get(key, denial.limit))
         spent, held = self._local_books(key)
-        return Denial(denial.index, key, limit, spent, held, denial.requested, denial.reason)
+        return Denial(denial.level, key, limit, spent, held, denial.requested, denial.reason)
 
     def _shared(self, denial: Denial) -> Denial:
         """A shared-store denial of a lease, restated in the terms of the call."""
         reported, open_, spent, held = self._ours(denial.key)
         return Denial(
-            denial.index,
+            denial.level,
             denial.key,
             denial.limit,
             denial.spent - reported + spent,
