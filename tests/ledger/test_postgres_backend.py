@@ -7,6 +7,7 @@ and freshly created chains.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Iterator
@@ -133,8 +134,6 @@ def test_both_schemes_and_faces_come_from_the_registry(schema: str) -> None:
         async with AsyncLedger.from_url(url) as ledger:
             return len(await ledger.lines())
 
-    import asyncio
-
     assert asyncio.run(async_face()) == 1
 
 
@@ -227,3 +226,34 @@ def test_a_denied_reserve_creates_no_line(schema: str) -> None:
         assert outcome.status is ReserveStatus.DENIED and outcome.denial is not None
         assert outcome.denial.key == B
         assert ledger.lines() == [] and ledger.events() == []
+
+
+def test_a_cancelled_async_reserve_leaves_the_pool_usable_and_a_retry_holds_once(
+    schema: str,
+) -> None:
+    """A deadline cancels an awaiting reserve; the same rid retried later holds once."""
+    url = url_with(schema=schema, pool_max="1")
+
+    async def scenario() -> list[int]:
+        async with AsyncLedger.from_url(url) as ledger:
+            await ledger.commit(await ledger.reserve([LineRequest(A, 100, 1)]), {"cost": 1})
+            blocker = await psycopg.AsyncConnection.connect(base_url())
+            await blocker.execute(
+                sql.SQL("SELECT 1 FROM {}.eb_line FOR UPDATE").format(sql.Identifier(schema))
+            )
+            task = asyncio.create_task(ledger.try_reserve([LineRequest(A, 100, 10)], rid="x"))
+            deadline = time.monotonic() + 20
+            while _waiting_on_locks(schema) < 1:
+                assert time.monotonic() < deadline, "the reserve never reached the lock"
+                await asyncio.sleep(0.01)  # polling, bounded by the deadline
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            await blocker.rollback()
+            await blocker.close()
+            _, again = await ledger.try_reserve([LineRequest(A, 100, 10)], rid="x")
+            assert again.status in (ReserveStatus.OK, ReserveStatus.DUP)
+            lines = await ledger.lines()
+            return [line.held for line in lines]
+
+    assert asyncio.run(scenario()) == [10]
