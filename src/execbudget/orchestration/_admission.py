@@ -202,12 +202,15 @@ def admit(
     *,
     max_concurrency: int | None,
     default_workers: int | None,
+    take_slots: bool = True,
 ) -> Generator[IO, Any, Admission[T]]:
     """
     Admit a fan-out of ``items`` from ``frame`` (see the module docstring).
 
     Raises ``FanOutExceeded`` before anything starts when the fan-out is refused; the
-    denial names the scope whose room was too small and what was asked.
+    denial names the scope whose room was too small and what was asked. With
+    ``take_slots=False`` no ``concurrency`` is held (the caller holds it per branch, as
+    the LangGraph integration does for each ``Send`` task).
     """
     if max_concurrency is not None and max_concurrency < 1:
         raise ConfigurationError(f"max_concurrency must be at least 1, got {max_concurrency}")
@@ -330,7 +333,7 @@ def admit(
 
     # Concurrency: one hold per worker, taken before any branch starts.
     wanted_workers = min(max_concurrency or default_workers or report.admitted, report.admitted)
-    if Dimension.CONCURRENCY in limited:
+    if take_slots and Dimension.CONCURRENCY in limited:
         for _ in range(wanted_workers):
             slot: Decision = yield TryHold({Dimension.CONCURRENCY.value: 1})
             if slot.hold is None:
