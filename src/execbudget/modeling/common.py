@@ -222,24 +222,29 @@ class Lattice:
         k = np.arange(self.m)
         return np.asarray(self.theta + 2j * np.pi * k / self.m, dtype=np.complex128)
 
+    @cached_property
+    def _roots(self) -> ComplexArray:
+        return np.exp(-2j * np.pi * np.arange(self.m) / self.m).astype(np.complex128)
+
     def cf(self, pmf: FloatArray) -> ComplexArray:
         """The (tilted) transform of a pmf on the lattice."""
         tilt = np.exp(-self.theta * np.arange(self.m))
         return np.asarray(np.fft.fft(pmf * tilt), dtype=np.complex128)
+
+    def power(self, n: int) -> ComplexArray:
+        """The transform of a point mass at lattice index ``n`` (a whole number)."""
+        idx = (np.arange(self.m, dtype=np.int64) * (int(n) % self.m)) % self.m
+        return np.asarray(math.exp(-self.theta * n) * self._roots[idx], dtype=np.complex128)
 
     def point(self, x: float) -> ComplexArray:
         """The transform of a point mass at ``x`` (split between the two nearest points)."""
         pos = min(max(x / self.h, 0.0), self.m - 1.0)
         lo = math.floor(pos)
         frac = pos - lo
-        out = (1.0 - frac) * np.exp(-lo * self._s)
+        out = (1.0 - frac) * self.power(lo)
         if frac > 0:
-            out = out + frac * np.exp(-(lo + 1) * self._s)
-        return np.asarray(out, dtype=np.complex128)
-
-    def power(self, n: int) -> ComplexArray:
-        """The transform of a point mass at lattice index ``n`` (counts)."""
-        return np.asarray(np.exp(-n * self._s), dtype=np.complex128)
+            out = out + frac * self.power(lo + 1)
+        return out
 
     def invert(self, cf: ComplexArray) -> FloatArray:
         pmf = np.fft.ifft(cf).real * np.exp(self.theta * np.arange(self.m))

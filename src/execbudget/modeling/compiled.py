@@ -96,6 +96,29 @@ class CompiledGraph:
         return out
 
 
+def kernel_vars(kernel: Kernel, *, counts_only: bool = False) -> set[int]:
+    """Envelope variables a kernel's visits depend on (only counts: ``counts_only``)."""
+    qs: list[CQty | None] = []
+    out: set[int] = set()
+    if isinstance(kernel, FanOutKernel):
+        qs.append(kernel.count)
+        out |= graph_vars(kernel.item, counts_only=counts_only)
+    elif not counts_only and isinstance(kernel, CallKernel):
+        qs += [kernel.inp, kernel.out]
+    elif not counts_only and isinstance(kernel, LoopKernel):
+        qs += [kernel.c0, kernel.growth, kernel.out]
+    out.update(q.var for q in qs if q is not None and q.var is not None and q.times)
+    return out
+
+
+def graph_vars(graph: CompiledGraph, *, counts_only: bool = False) -> set[int]:
+    """Envelope variables anything in ``graph`` depends on (branch bins included)."""
+    out = {v for v in graph.by if v is not None}
+    for k in graph.kernels:
+        out |= kernel_vars(k, counts_only=counts_only)
+    return out
+
+
 @dataclass(frozen=True)
 class CompiledModel:
     """A compiled workflow: its main graph, envelope and where each price came from."""
@@ -309,4 +332,13 @@ def compile_graph(
     )
 
 
-__all__ = ["DONE", "FAIL", "CompiledGraph", "CompiledModel", "Kernel", "compile_graph"]
+__all__ = [
+    "DONE",
+    "FAIL",
+    "CompiledGraph",
+    "CompiledModel",
+    "Kernel",
+    "compile_graph",
+    "graph_vars",
+    "kernel_vars",
+]

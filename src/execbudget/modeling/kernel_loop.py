@@ -511,21 +511,24 @@ class LoopKernel:
         hits_max = self.max_steps is not None and k_max == self.max_steps
         ok = np.zeros(lat.m, dtype=np.complex128)
         ex = np.zeros(lat.m, dtype=np.complex128)
-        for w, c in self.regimes:
-            run = np.ones(lat.m, dtype=np.complex128)
-            for i in range(k_max):
+        runs = [np.ones(lat.m, dtype=np.complex128) for _ in self.regimes]
+        for i in range(k_max):
+            live = [g for g, (w, c) in enumerate(self.regimes) if w * c**i >= 1e-300]
+            if not live:
+                break
+            s_ok, s_ex = step_ok(i), step_ex(i)
+            for g in live:
+                w, c = self.regimes[g]
                 reach = w * c**i
-                if reach < 1e-300:
-                    break
-                ex += reach * run * step_ex(i)
-                run = run * step_ok(i)
+                ex += reach * runs[g] * s_ex
+                runs[g] = runs[g] * s_ok
                 if hits_max and i == k_max - 1:
                     if self.max_fail:
-                        ex += reach * run
+                        ex += reach * runs[g]
                     else:
-                        ok += reach * run
+                        ok += reach * runs[g]
                 else:
-                    ok += reach * (1 - c) * run
+                    ok += reach * (1 - c) * runs[g]
         return ok, ex
 
     # -- guaranteed bounds ---------------------------------------------------------------

@@ -32,9 +32,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import linalg
 
-from ._arrays import FloatArray
+from ._arrays import FloatArray, IntArray
 from .common import COST, DIMS, N_DIMS, CRetry, VisitMoments
-from .compiled import DONE, FAIL, CompiledGraph, CompiledModel, Kernel
+from .compiled import DONE, FAIL, CompiledGraph, CompiledModel, Kernel, graph_vars, kernel_vars
 from .kernel_call import CallKernel
 from .kernel_fanout import FanOutKernel
 from .kernel_loop import LoopKernel
@@ -52,20 +52,6 @@ def _branch_edges(graph: CompiledGraph, out: dict[int, set[float]]) -> None:
             _branch_edges(k.item, out)
 
 
-def _used_vars(graph: CompiledGraph, counts_only: bool, out: set[int]) -> None:
-    out.update(v for v in graph.by if v is not None)
-    for k in graph.kernels:
-        qs = []
-        if isinstance(k, FanOutKernel):
-            qs.append(k.count)
-            _used_vars(k.item, counts_only, out)
-        elif not counts_only and isinstance(k, CallKernel):
-            qs += [k.inp, k.out]
-        elif not counts_only and isinstance(k, LoopKernel):
-            qs += [k.c0, k.growth, k.out]
-        out.update(q.var for q in qs if q is not None and q.var is not None and q.times)
-
-
 def envelope_atoms(
     model: CompiledModel, bins: int = 32, *, counts_only: bool = False
 ) -> tuple[FloatArray, FloatArray]:
@@ -79,8 +65,7 @@ def envelope_atoms(
     d = model.d
     if d == 0:
         return np.zeros((1, 0)), np.ones(1)
-    used: set[int] = set()
-    _used_vars(model.graph, counts_only, used)
+    used = graph_vars(model.graph, counts_only=counts_only)
     edges: dict[int, set[float]] = {}
     _branch_edges(model.graph, edges)
     per = bins
@@ -111,7 +96,26 @@ class GraphSolution:
     entry_mean: FloatArray  # (N_DIMS, A) mean of one visit of the entry node
 
 
+def _distinct(env: FloatArray, deps: set[int]) -> tuple[FloatArray, IntArray] | None:
+    """Rows of ``env`` that differ on ``deps``, and the map back (None: all distinct)."""
+    if env.shape[0] <= 1:
+        return None
+    cols = sorted(deps)
+    _, first, inverse = np.unique(env[:, cols], axis=0, return_index=True, return_inverse=True)
+    if first.shape[0] == env.shape[0]:
+        return None
+    return env[first], inverse.ravel()
+
+
 def visit_moments(kernel: Kernel, env: FloatArray) -> VisitMoments:
+    """One visit's moments per envelope atom, computed once per distinct relevant point."""
+    distinct = _distinct(env, kernel_vars(kernel))
+    if distinct is not None:
+        rows, back = distinct
+        vm = visit_moments(kernel, rows)
+        return VisitMoments(
+            vm.p_ok[back], vm.m_ok[:, back], vm.s_ok[:, back], vm.m_exh[:, back], vm.s_exh[:, back]
+        )
     if isinstance(kernel, FanOutKernel):
         sol = solve_graph(kernel.item, env)
         return kernel.moments(env, sol.mean, sol.second)
@@ -222,10 +226,13 @@ def exact_moments(model: CompiledModel, *, bins: int = 32) -> ExactMoments:
     sol = solve_graph(model.graph, pts)
     mean = sol.mean @ w
     second = sol.second @ w
+    var = second - mean**2
+    # E[X²] − E[X]² cancels catastrophically for (near-)deterministic totals
+    var[var < 1e-12 * mean**2] = 0.0
     g = model.graph
     return ExactMoments(
         mean=mean,
-        var=np.maximum(second - mean**2, 0.0),
+        var=var,
         visits={name: float(sol.visits[i] @ w) for i, name in enumerate(g.names)},
         node_cost={name: float(sol.node_mean[COST, i] @ w) for i, name in enumerate(g.names)},
         p_done=float(sol.p_done @ w),

@@ -340,8 +340,8 @@ class Simulation:
         return float(self.totals.max())
 
     def exceed(self, x: float) -> float:
-        """``P(run cost > x)``."""
-        return float((self.totals > x).mean())
+        """``P(run cost > x)`` (sums of float costs get a relative tolerance of 1e-9)."""
+        return float((self.totals > x * (1 + 1e-9) + 1e-15).mean())
 
     def node_means(self) -> dict[str, Estimate]:
         z = 2.5758293035489004 if self.confidence == 0.99 else 1.96
