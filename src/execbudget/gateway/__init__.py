@@ -1,0 +1,40 @@
+"""
+Layer 4, the platform gateway: an OpenAI- and Anthropic-compatible proxy that holds the
+worst case of every call on the caller's org, team, key, model, workflow and run budgets
+before forwarding it, cuts streams that outrun their hold, and settles from usage.
+
+    from execbudget.gateway import GatewayConfig, KeyStore, create_app
+
+    app = create_app(GatewayConfig(policy=Policy.load("policy.yaml"),
+                                   upstreams=parse_upstreams(["openai=https://api.openai.com"]),
+                                   ledger_url="redis://127.0.0.1:6379/0",
+                                   keys=KeyStore.load("keys.yaml")))
+
+or ``execbudget serve ...`` (see ``docs/gateway.md``). Needs the ``gateway`` extra.
+
+Layout: ``app`` (the app and what requests share), ``routes`` (provider routes),
+``admission`` (the invocation layer's procedure driven with the gateway's I/O),
+``streaming`` (the metered SSE relay), ``chain`` (scope chains), ``keys`` (hashed keys),
+``killswitch``, ``admin``, ``upstream``, ``replies`` (error shapes), ``metrics``, ``logs``,
+``config``, ``cli``.
+"""
+
+from __future__ import annotations
+
+from .app import Gateway, create_app
+from .config import GatewayConfig, Secret, Upstream, parse_upstreams
+from .keys import AdminKey, KeyRecord, KeyStore, hash_key, new_key
+
+__all__ = [
+    "AdminKey",
+    "Gateway",
+    "GatewayConfig",
+    "KeyRecord",
+    "KeyStore",
+    "Secret",
+    "Upstream",
+    "create_app",
+    "hash_key",
+    "new_key",
+    "parse_upstreams",
+]

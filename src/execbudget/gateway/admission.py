@@ -1,0 +1,278 @@
+"""
+Admission and settlement of one gateway request: the invocation layer's call procedure,
+driven with the gateway's I/O.
+
+A request body is exactly the keyword arguments an SDK sends, so the gateway runs the
+invocation layer's pure pieces unchanged: ``call_procedure`` (count the input offline,
+per-call caps, size or clamp ``max_tokens``, plan the worst case, re-plan after a lost
+race, downgrade, settle from usage or a local count, classify a failure), the per-API
+adapters and the stream meter. Only the operations it yields are executed differently:
+
+* ``TryHold`` also holds the **gateway line** of every scope of the chain (the kill
+  switch, see ``chain``), in the same atomic reserve;
+* ``ReadRoom`` reads the room of the chain's lines with one refused reserve per line
+  (``read_rooms``): an exact, atomic, O(1) read on every backend, where listing a scope's
+  lines is a key scan on Redis (500 ms at 20 000 keys, measured);
+* ``Send`` is the upstream HTTP exchange; the procedure never retries it (``retries=0``):
+  the client's SDK sees the upstream error and decides, so there is one retry layer, not
+  two multiplying each other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from ..enforcer import Decision, Enforcer, Hold
+from ..errors import BudgetExceeded, LedgerUnavailable, ScopeKilled
+from ..invocation._drive import background, shielded
+from ..invocation._procedure import (
+    Call,
+    ChargeRetry,
+    Commit,
+    ReadRoom,
+    Release,
+    Send,
+    Settings,
+    Sleep,
+    TryHold,
+    call_procedure,
+)
+from ..ledger import AsyncLedger, LineRequest, new_rid
+from ..scopes import Frame, plan_lines
+from ..units import LEDGER_DIMENSIONS
+from .chain import PROBE_LINE, Chain
+
+__all__ = [
+    "CallRecord",
+    "LineBooks",
+    "drive_call",
+    "killed_denial",
+    "least_rooms",
+    "probe_line",
+    "read_lines",
+    "read_rooms",
+    "try_hold",
+]
+
+log = logging.getLogger("execbudget.gateway")
+
+_PROBE_AMOUNT: Final = 2**62
+_ALL_DIMS: Final = tuple(sorted(d.value for d in LEDGER_DIMENSIONS))
+_RETRY: Final = {"retries": 1}
+
+
+# -- reads -------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class LineBooks:
+    """One line as the ledger sees it now (``blocked`` is ``None``, ``killed``, ...)."""
+
+    line: LineRequest
+    limit: int
+    spent: int
+    held: int
+    blocked: str | None
+
+    @property
+    def room(self) -> int:
+        if self.blocked is not None:
+            return 0
+        return max(0, self.limit - self.spent - self.held)
+
+
+async def probe_line(ledger: AsyncLedger, line: LineRequest) -> LineBooks:
+    """
+    Read one line: reserve more than any line can hold, followed by a line that always
+    refuses, so nothing is ever granted or written; the refusal carries the line's books.
+    """
+    probe = LineRequest(line.key, line.limit, _PROBE_AMOUNT, line.window_end_ms)
+    rid, outcome = await ledger.try_reserve([probe, PROBE_LINE], rid=new_rid(), ttl_s=1.0)
+    denial = outcome.denial
+    if denial is None:  # only if an operator gave the probe line a limit
+        await ledger.release(rid)
+        return LineBooks(line, line.limit, 0, 0, None)
+    if denial.level != 0:  # the line has room beyond any amount (a limit of 2**62)
+        return LineBooks(line, _PROBE_AMOUNT, 0, 0, None)
+    blocked = None if denial.reason == "limit" else denial.reason
+    return LineBooks(line, denial.limit, denial.spent, denial.held, blocked)
+
+
+async def read_lines(
+    enforcer: Enforcer, frame: Frame | None, dims: tuple[str, ...] = _ALL_DIMS
+) -> list[LineBooks]:
+    """The books of every budget line of the chain in ``dims`` (read concurrently)."""
+    lines = plan_lines(
+        frame, dict.fromkeys(dims, 0), enforcer.clock.now_ms(), enforcer.policy.timezone
+    )
+    if not lines:
+        return []
+    ledger = enforcer.aledger
+    return list(await asyncio.gather(*(probe_line(ledger, line) for line in lines)))
+
+
+def least_rooms(books: list[LineBooks]) -> dict[str, tuple[int, str]]:
+    """Per dimension, the least room on the chain and the scope that has it."""
+    out: dict[str, tuple[int, str]] = {}
+    for book in books:
+        dim = book.line.key.dimension
+        room = book.room
+        if dim not in out or room < out[dim][0]:
+            out[dim] = (room, book.line.key.scope)
+    return out
+
+
+async def read_rooms(
+    enforcer: Enforcer, frame: Frame | None, dims: tuple[str, ...] = _ALL_DIMS
+) -> dict[str, tuple[int, str]]:
+    """Per dimension, the least room on the chain's lines and the scope that has it."""
+    return least_rooms(await read_lines(enforcer, frame, dims))
+
+
+# -- the hold ----------------------------------------------------------------------------
+def killed_denial(scope: str) -> ScopeKilled:
+    """The denial of a request (or stream) stopped by a scope's kill switch."""
+    return ScopeKilled(
+        scope=scope,
+        dimension="kill_switch",
+        limit="killed",
+        spent="-",
+        held="-",
+        requested="1 call",
+        reason="killed",
+        hint=f"an operator stopped {scope} with its kill switch; ask them to lift it "
+        "(POST /admin/v1/revive)",
+    )
+
+
+async def try_hold(
+    enforcer: Enforcer, chain: Chain, amounts: Mapping[str, Any], ttl_s: float
+) -> Decision:
+    """Hold ``amounts`` on the chain's budget lines and its gateway lines, all or nothing."""
+    units, lines, on_expiry = enforcer.prepare(amounts, chain.frame)
+    lines = [*lines, *chain.gateway_lines()]
+    ledger = enforcer.aledger
+    coro = ledger.try_reserve(lines, ttl_s=ttl_s, on_expiry=on_expiry)
+    task = background(coro)
+    try:
+        rid, outcome = await asyncio.shield(task)
+    except LedgerUnavailable as exc:
+        return enforcer.unavailable(exc, units, False)  # raises unless failure_mode: open
+    except asyncio.CancelledError:
+        task.add_done_callback(lambda t: _release_landed(ledger, t))
+        raise
+    denial = outcome.denial
+    if denial is not None and denial.reason == "killed":
+        return Decision(None, killed_denial(denial.key.scope))
+    return enforcer.granted(rid, outcome, lines, units, False)
+
+
+def _release_landed(ledger: AsyncLedger, task: asyncio.Task[Any]) -> None:
+    """A reserve landed after its request was cancelled: give the hold back."""
+    if task.cancelled() or task.exception() is not None:
+        return
+    rid, outcome = task.result()
+    if outcome.denial is None:
+        background(ledger.release(rid))
+
+
+# -- the driver --------------------------------------------------------------------------
+@dataclass(slots=True)
+class CallRecord:
+    """What happened to one call's budget, for headers, metrics and the access log."""
+
+    hold: Hold | None = None
+    held: dict[str, int] = field(default_factory=dict)
+    charged: dict[str, int] | None = None
+    overrun: bool = False
+    rounds: int = 0
+    room_reads: int = 0
+
+
+async def drive_call(
+    call: Call,
+    chain: Chain,
+    send: Callable[[dict[str, Any]], Awaitable[Any]],
+    record: CallRecord,
+) -> Any:
+    """
+    Run ``call_procedure`` with the gateway's I/O (the twin of the invocation layer's
+    ``adrive``). Returns the upstream answer, or ``Started`` for a stream; raises the
+    denial, ``LedgerUnavailable``, an upstream failure, or the request's own error.
+    """
+    gen = call_procedure(call)
+    enforcer = call.enforcer
+    value: Any = None
+    error: BaseException | None = None
+    try:
+        while True:
+            try:
+                op = gen.send(value) if error is None else gen.throw(error)
+            except StopIteration as stop:
+                return stop.value
+            value = error = None
+            try:
+                kind = type(op)
+                if kind is TryHold:
+                    assert isinstance(op, TryHold)
+                    record.rounds += 1
+                    value = await try_hold(enforcer, chain, op.amounts, op.ttl_s)
+                    if value.hold is not None:
+                        record.hold = value.hold
+                        record.held = dict(value.hold.amounts)
+                elif kind is Send:
+                    assert isinstance(op, Send)
+                    value = await send(op.kwargs)
+                elif kind is Commit:
+                    assert isinstance(op, Commit)
+                    await settle(enforcer, op.hold, op.actual, record)
+                elif kind is ReadRoom:
+                    record.room_reads += 1
+                    rooms = await read_rooms(
+                        enforcer, chain.frame, ("cost", "tokens", "output_tokens")
+                    )
+                    value = {dim: room for dim, (room, _) in rooms.items()}
+                elif kind is Release:
+                    assert isinstance(op, Release)
+                    await shielded(op.hold.arelease())
+                    record.charged = {}
+                elif kind is ChargeRetry:  # pragma: no cover - the gateway sets retries=0
+                    await enforcer.acharge(_RETRY, frame=chain.frame)
+                elif kind is Sleep:  # pragma: no cover - no retries, no backoff
+                    assert isinstance(op, Sleep)
+                    await asyncio.sleep(op.seconds)
+            except BaseException as exc:
+                error = exc
+    except BaseException:
+        hold = record.hold
+        if hold is not None and not hold.settled:  # a bug between ops: never leak the hold
+            background(hold.arelease())
+        raise
+
+
+async def settle(
+    enforcer: Enforcer, hold: Hold, actual: Mapping[str, Any] | None, record: CallRecord
+) -> None:
+    """Commit ``actual`` (None: the whole hold), shielded from the request's cancellation."""
+    units = enforcer.to_units(actual) if actual is not None else dict(hold.amounts)
+    record.charged = units
+    record.overrun = any(units.get(dim, 0) > amount for dim, amount in hold.amounts.items())
+    await shielded(hold.acommit(actual))
+
+
+def gateway_settings(
+    enforcer: Enforcer, default_max_tokens: int, timeout_s: float, base: Settings | None = None
+) -> Settings:
+    """The invocation settings of the gateway: no retries (the client's SDK retries)."""
+    settings = base or Settings()
+    settings.enforcer = enforcer
+    settings.retries = 0
+    settings.default_max_tokens = default_max_tokens
+    settings.client_timeout_s = timeout_s
+    return settings
+
+
+def is_denial(exc: BaseException) -> bool:
+    return isinstance(exc, BudgetExceeded)

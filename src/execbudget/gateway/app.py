@@ -1,0 +1,245 @@
+"""
+The gateway application: ``create_app(config)`` → a Starlette ASGI app.
+
+One ``Gateway`` object per app holds what every request shares: the enforcer (policy +
+ledger), the price book and token counter, the key store, the pooled upstream client, the
+metrics, the per-process kill watch and the reaper. Background work starts lazily on the
+first request as well as in the lifespan, so the app also works under transports that do
+not run lifespan events (httpx's ``ASGITransport`` in tests); ``Gateway.aclose()`` stops it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from ..enforcer import Enforcer
+from ..invocation._procedure import Settings
+from ..ledger import AsyncLedger
+from ..pricing import TokenCounter
+from .admission import gateway_settings
+from .chain import ChainBuilder, RequestError
+from .config import GatewayConfig
+from .keys import AdminKey, KeyRecord
+from .killswitch import KillWatch
+from .metrics import GatewayMetrics
+from .replies import Dialect, error_response, json_response
+from .upstream import UpstreamPool
+
+__all__ = ["Gateway", "create_app"]
+
+log = logging.getLogger("execbudget.gateway")
+
+
+def _presented_key(request: Request) -> str | None:
+    auth = request.headers.get("authorization")
+    if auth:
+        scheme, _, token = auth.partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()
+    key = request.headers.get("x-api-key")
+    return key.strip() if key and key.strip() else None
+
+
+class Gateway:
+    """What every request of one app shares (see the module docstring)."""
+
+    def __init__(
+        self, config: GatewayConfig, *, transport: httpx.AsyncBaseTransport | None = None
+    ) -> None:
+        self.config = config
+        self.policy = config.policy
+        self.enforcer = Enforcer(config.policy, config.ledger_url, clock=config.clock)
+        self.book = self.policy.price_book()
+        self.counter = TokenCounter()
+        self.settings: Settings = gateway_settings(
+            self.enforcer,
+            config.default_max_tokens,
+            config.upstream_timeout_s,
+            Settings(counter=self.counter),
+        )
+        self.chains = ChainBuilder(self.enforcer, model_scopes=config.model_scopes)
+        self.keys = config.keys
+        self.pool = UpstreamPool(config, transport)
+        self.metrics = GatewayMetrics()
+        self._kill_watch: KillWatch | None = None
+        self._reaper: asyncio.Task[None] | None = None
+        self._closed = False
+
+    # -- shared services -----------------------------------------------------------------
+    @property
+    def ledger(self) -> AsyncLedger:
+        return self.enforcer.aledger
+
+    @property
+    def kill_watch(self) -> KillWatch:
+        if self._kill_watch is None:
+            self._kill_watch = KillWatch(self.ledger, self.config.kill_poll_s)
+        return self._kill_watch
+
+    def start(self) -> None:
+        """Start the reaper (idempotent; needs a running loop)."""
+        if self._reaper is None and self.config.reap_interval_s > 0 and not self._closed:
+            self._reaper = asyncio.get_running_loop().create_task(self._reap(), name="reaper")
+
+    async def _reap(self) -> None:
+        """Settle expired holds, those of crashed peers included, by their on_expiry."""
+        while True:
+            await asyncio.sleep(self.config.reap_interval_s)
+            try:
+                await self.ledger.reap()
+            except Exception as exc:  # keep reaping after an outage
+                log.warning("reaping expired holds failed: %s", exc)
+
+    async def aclose(self) -> None:
+        self._closed = True
+        if self._reaper is not None:
+            self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaper
+            self._reaper = None
+        if self._kill_watch is not None:
+            await self._kill_watch.stop()
+        await self.pool.aclose()
+        with contextlib.suppress(Exception):
+            await self.ledger.aclose()
+
+    # -- identity ------------------------------------------------------------------------
+    def authenticate(self, request: Request) -> KeyRecord:
+        """The caller's key record, or a 401/403 ``RequestError``."""
+        presented = _presented_key(request)
+        if presented is None:
+            raise RequestError(
+                401,
+                "missing API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'",
+                code="missing_api_key",
+            )
+        record = self.keys.client(presented)
+        if record is None:
+            if self.keys.admin(presented) is not None:
+                raise RequestError(
+                    403,
+                    "admin keys cannot make model calls; use a client key",
+                    code="admin_key_not_allowed",
+                )
+            raise RequestError(401, "invalid API key", code="invalid_api_key")
+        if record.revoked:
+            raise RequestError(
+                401, f"API key {record.id!r} has been revoked", code="revoked_api_key"
+            )
+        return record
+
+    def authenticate_admin(self, request: Request) -> AdminKey:
+        if not self.keys.has_admins:
+            raise RequestError(
+                403,
+                "the admin API is disabled: no admin keys are configured (keys file, 'admin:')",
+                code="admin_disabled",
+            )
+        presented = _presented_key(request)
+        if presented is None:
+            raise RequestError(
+                401,
+                "missing admin key: send 'Authorization: Bearer <admin key>'",
+                code="missing_api_key",
+            )
+        admin = self.keys.admin(presented)
+        if admin is None:
+            if self.keys.client(presented) is not None:
+                raise RequestError(
+                    403,
+                    "this is a client key; the admin API needs an admin key",
+                    code="not_admin",
+                )
+            raise RequestError(401, "invalid admin key", code="invalid_api_key")
+        return admin
+
+
+def request_error(dialect: Dialect, exc: RequestError) -> Response:
+    kinds = {
+        400: "invalid_request_error",
+        401: "authentication_error",
+        403: "permission_error",
+        404: "not_found_error",
+        405: "invalid_request_error",
+        413: "request_too_large",
+    }
+    return error_response(
+        dialect,
+        exc.status,
+        kinds.get(exc.status, "invalid_request_error"),
+        exc.message,
+        code=exc.code,
+        param=exc.param,
+    )
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    message = {404: "no such route", 405: "method not allowed on this route"}.get(
+        exc.status_code, str(exc.detail)
+    )
+    dialect: Dialect = "anthropic" if request.url.path.startswith("/v1/messages") else "openai"
+    return error_response(
+        dialect,
+        exc.status_code,
+        "invalid_request_error",
+        f"{message}: {request.url.path}",
+        code="not_found" if exc.status_code == 404 else "method_not_allowed",
+    )
+
+
+async def _health(request: Request) -> Response:
+    return json_response({"ok": True})
+
+
+async def _metrics(request: Request) -> Response:
+    from .metrics import CONTENT_TYPE_LATEST
+
+    gateway: Gateway = request.app.state.gateway
+    return Response(gateway.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+def create_app(
+    config: GatewayConfig, *, transport: httpx.AsyncBaseTransport | None = None
+) -> Starlette:
+    """
+    The gateway as an ASGI app. ``transport`` replaces the upstream network (tests can
+    route upstream calls to an in-process ASGI app).
+    """
+    from .admin import admin_routes
+    from .routes import model_routes
+
+    gateway = Gateway(config, transport=transport)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        gateway.start()
+        try:
+            yield
+        finally:
+            await gateway.aclose()
+
+    routes: list[Any] = [
+        *model_routes(),
+        *admin_routes(),
+        Route("/metrics", _metrics, methods=["GET"]),
+        Route("/healthz", _health, methods=["GET"]),
+    ]
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={HTTPException: _http_error},
+    )
+    app.state.gateway = gateway
+    return app

@@ -1,0 +1,164 @@
+"""
+The scope chain of one gateway request, built server side from the caller's key.
+
+    org:<org>                        the tenant
+    team:<org>/<team>                optional
+    key:<key id>
+    workflow:<org>/<wf>              X-Execbudget-Workflow (optional)
+    run:<org>/<wf>#<run id>          X-Execbudget-Run (optional)
+    model:<model>                    platform-wide cap on one model, across every tenant
+
+The model scope is innermost, so when several scopes refuse, the denial names the
+tenant's own scope first. Workflow and run scopes are namespaced by the key's org: a client
+may name any run it likes and only ever gets a run inside its own tenant, so concurrent
+requests of one run share its budget atomically, and nobody else's. The fixed part of the
+chain (org, team, key) is cached per key, so its window ids are computed once per window.
+
+Each scope also gets a **gateway line** ``(scope, "gateway", "calls")`` in every hold, with
+a limit no one reaches. It counts the calls routed per scope and carries the scope's kill
+switch: blocking it refuses the next hold on that scope in every gateway process, in the
+same atomic step as the budget check.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Final
+
+from ..enforcer import Enforcer
+from ..ledger import LineKey, LineRequest
+from ..scopes import Frame
+from .keys import KeyRecord
+
+__all__ = [
+    "GATEWAY_WINDOW",
+    "PROBE_LINE",
+    "SENTINEL_LIMIT",
+    "Chain",
+    "ChainBuilder",
+    "RequestError",
+    "gateway_line",
+]
+
+GATEWAY_WINDOW: Final = "gateway"
+SENTINEL_LIMIT: Final = 2**62
+#: Always refuses (limit 0), so a probe of the gateway lines can never be granted and
+#: never writes anything: see ``killswitch``.
+PROBE_LINE: Final = LineRequest(LineKey("gateway:probe", "total", "calls"), 0, 1)
+
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$")
+_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+
+
+class RequestError(Exception):
+    """A request the gateway refuses before any hold: a 4xx with a message saying what to fix."""
+
+    def __init__(self, status: int, message: str, *, code: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code
+        self.param = param
+
+
+def gateway_line(scope: str, amount: int = 1) -> LineRequest:
+    """The per-scope line that counts gateway calls and carries the kill switch."""
+    return LineRequest(LineKey(scope, GATEWAY_WINDOW, "calls"), SENTINEL_LIMIT, amount)
+
+
+@dataclass(frozen=True, slots=True)
+class Chain:
+    """The frames of one request, innermost ``frame``, and its scopes outermost first."""
+
+    frame: Frame
+    scopes: tuple[str, ...]
+    org: str
+
+    def gateway_lines(self) -> list[LineRequest]:
+        return [gateway_line(scope) for scope in self.scopes]
+
+
+class ChainBuilder:
+    """Builds (and caches the fixed part of) the scope chain of a key's requests."""
+
+    def __init__(self, enforcer: Enforcer, *, model_scopes: bool = True) -> None:
+        self.enforcer = enforcer
+        self.model_scopes = model_scopes
+        self._base: dict[str, Frame] = {}
+
+    def _frame(self, kind: str, name: str, key: str, parent: Frame | None, is_run: bool) -> Frame:
+        enforcer = self.enforcer
+        return Frame(
+            kind,
+            name,
+            key,
+            enforcer.limits_for(f"{kind}:{name}"),
+            parent,
+            enforcer,
+            enforcer.clock.monotonic(),
+            None,  # time budgets span one process's scope; across requests they do not apply
+            (parent.depth if parent is not None else 0) + (1 if is_run else 0),
+            is_run,
+        )
+
+    def base(self, record: KeyRecord) -> Frame:
+        """org → team → key, cached (a reload of the keys file builds a new builder)."""
+        frame = self._base.get(record.id)
+        if frame is None:
+            parent = self._frame("org", record.org, f"org:{record.org}", None, False)
+            if record.team:
+                name = f"{record.org}/{record.team}"
+                parent = self._frame("team", name, f"team:{name}", parent, False)
+            frame = self._frame("key", record.id, f"key:{record.id}", parent, False)
+            if len(self._base) < 100_000:
+                self._base[record.id] = frame
+        return frame
+
+    def build(
+        self,
+        record: KeyRecord,
+        model: str | None,
+        workflow: str | None = None,
+        run: str | None = None,
+    ) -> Chain:
+        """The chain of one request; raises ``RequestError`` for a malformed header value."""
+        frame = self.base(record)
+        scopes = list(record.scopes)
+        org = record.org
+        if workflow is not None:
+            if not _HEADER_NAME.match(workflow):
+                raise RequestError(
+                    400,
+                    f"X-Execbudget-Workflow {workflow!r} must be 1–100 letters, digits, '.', "
+                    "'_', ':' or '-'",
+                    code="invalid_workflow",
+                )
+            name = f"{org}/{workflow}"
+            frame = self._frame("workflow", name, f"workflow:{name}", frame, False)
+            scopes.append(frame.key)
+        if run is not None:
+            if not _RUN_ID.match(run):
+                raise RequestError(
+                    400,
+                    f"X-Execbudget-Run {run!r} must be 1–128 letters, digits, '.', '_', ':' or '-'",
+                    code="invalid_run",
+                )
+            name = f"{org}/{workflow or 'default'}"
+            frame = self._frame("run", name, f"run:{name}#{run}", frame, True)
+            scopes.append(frame.key)
+        if model is not None and self.model_scopes:
+            frame = self._frame("model", model, f"model:{model}", frame, False)
+            scopes.append(frame.key)
+        return Chain(frame, tuple(scopes), org)
+
+
+def model_name_problem(model: object) -> str | None:
+    """Why a ``model`` value cannot be used (it names a ledger scope), or None."""
+    if not isinstance(model, str):
+        return f"'model' must be a string, found {type(model).__name__}"
+    if not model.strip():
+        return "'model' must not be empty"
+    if len(model) > 200 or "#" in model or any(ord(c) < 32 for c in model):
+        return "'model' must be at most 200 printable characters without '#'"
+    return None

@@ -1,0 +1,215 @@
+"""
+The upstream side: one pooled ``httpx.AsyncClient`` per process, and failures named so the
+invocation layer's ``classify`` reads them like the SDKs' own.
+
+The gateway authenticates upstream with **its** key (``Authorization: Bearer`` for OpenAI,
+``x-api-key`` for Anthropic). The client's credentials are never forwarded: only the
+headers named in ``forward_headers`` are (API versions, betas, SDK telemetry), and the
+answer's headers are filtered too, so the provider account's identifiers and rate-limit
+state are not shown to tenants.
+
+Failures are raised as ``APIStatusError`` (the provider answered an error: nothing billed),
+``APIConnectionError`` / ``APITimeoutError`` chained to the httpx error (a ``ConnectError``
+means nothing was sent; anything later is an unknown outcome, charged in full), and
+``APIError`` (a 2xx whose body cannot be read: billed, not readable). The class names are
+what ``execbudget.invocation._failures.classify`` looks for.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any, Final
+
+import httpx
+
+from .config import GatewayConfig, Upstream
+
+__all__ = [
+    "APIConnectionError",
+    "APIError",
+    "APIStatusError",
+    "APITimeoutError",
+    "UpstreamPool",
+    "UpstreamStream",
+    "response_headers",
+]
+
+#: Upstream answer headers a tenant may see.
+_PASS_BACK: Final = frozenset(
+    {
+        "content-type",
+        "x-request-id",
+        "request-id",
+        "openai-processing-ms",
+        "openai-version",
+        "retry-after",
+        "retry-after-ms",
+        "x-should-retry",
+    }
+)
+
+
+class APIError(Exception):
+    """A 2xx answer whose body could not be read (it was billed)."""
+
+    def __init__(self, message: str, *, status_code: int = 502, body: bytes = b"") -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.body = body
+
+
+class APIStatusError(APIError):
+    """The provider answered an error status; its body and headers are passed back."""
+
+    def __init__(self, response: httpx.Response, body: bytes) -> None:
+        super().__init__(f"upstream answered {response.status_code}", body=body)
+        self.status_code = response.status_code
+        self.response = response
+
+
+class APIConnectionError(Exception):
+    """The exchange with the provider failed (see ``__cause__``)."""
+
+
+class APITimeoutError(APIConnectionError):
+    """The provider did not answer in time."""
+
+
+def response_headers(headers: httpx.Headers) -> dict[str, str]:
+    return {k: v for k, v in headers.items() if k.lower() in _PASS_BACK}
+
+
+class UpstreamStream:
+    """An open streamed answer: status 200 and a byte iterator; ``aclose`` when done."""
+
+    def __init__(self, response: httpx.Response, started: float) -> None:
+        self.response = response
+        self.started = started
+        self.headers = response_headers(response.headers)
+
+    def aiter_bytes(self) -> Any:
+        return self.response.aiter_bytes()
+
+    async def aclose(self) -> None:
+        await self.response.aclose()
+
+
+class UpstreamPool:
+    """The gateway's HTTP client for every upstream, with its keys and header rules."""
+
+    def __init__(self, config: GatewayConfig, transport: httpx.AsyncBaseTransport | None = None):
+        self.upstreams: Mapping[str, Upstream] = config.upstreams
+        self._forward = tuple(h.lower() for h in config.forward_headers)
+        self._timeout = config.upstream_timeout_s
+        limits = httpx.Limits(
+            max_connections=config.max_connections,
+            max_keepalive_connections=config.max_connections,
+            keepalive_expiry=30.0,
+        )
+        self.client = httpx.AsyncClient(
+            limits=limits,
+            timeout=httpx.Timeout(config.upstream_timeout_s, connect=10.0),
+            transport=transport,
+            follow_redirects=False,
+        )
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    def has(self, provider: str) -> bool:
+        return provider in self.upstreams
+
+    def _headers(self, upstream: Upstream, incoming: Iterable[tuple[str, str]]) -> dict[str, str]:
+        headers = {"content-type": "application/json", "accept-encoding": "identity"}
+        for name, value in incoming:
+            lower = name.lower()
+            if any(
+                lower == rule or (rule.endswith("-") and lower.startswith(rule))
+                for rule in self._forward
+            ):
+                headers[lower] = value
+        key = upstream.api_key.reveal()
+        if key:
+            if upstream.name == "anthropic":
+                headers["x-api-key"] = key
+            else:
+                headers["authorization"] = f"Bearer {key}"
+        if upstream.name == "anthropic":
+            headers.setdefault("anthropic-version", "2023-06-01")
+        return headers
+
+    def _request(
+        self,
+        provider: str,
+        method: str,
+        path: str,
+        incoming: Iterable[tuple[str, str]],
+        body: Mapping[str, Any] | None,
+        timeout_s: float | None,
+        stream: bool,
+    ) -> httpx.Request:
+        upstream = self.upstreams[provider]
+        content = None if body is None else json.dumps(body, separators=(",", ":")).encode("utf-8")
+        timeout = httpx.Timeout(timeout_s or self._timeout, connect=10.0)
+        headers = self._headers(upstream, incoming)
+        if stream:
+            headers["accept"] = "text/event-stream"
+        return self.client.build_request(
+            method,
+            upstream.url(path),
+            content=content,
+            headers=headers,
+            timeout=timeout,
+        )
+
+    async def send(
+        self,
+        provider: str,
+        method: str,
+        path: str,
+        incoming: Iterable[tuple[str, str]],
+        body: Mapping[str, Any] | None = None,
+        *,
+        timeout_s: float | None = None,
+    ) -> httpx.Response:
+        """A whole (non-streamed) exchange; an error status is raised as ``APIStatusError``."""
+        request = self._request(provider, method, path, incoming, body, timeout_s, False)
+        try:
+            response = await self.client.send(request)
+        except httpx.TimeoutException as exc:
+            raise APITimeoutError(f"{provider} did not answer in time") from exc
+        except httpx.HTTPError as exc:
+            raise APIConnectionError(f"cannot reach {provider}: {type(exc).__name__}") from exc
+        if response.status_code >= 400:
+            raise APIStatusError(response, response.content)
+        return response
+
+    async def open_stream(
+        self,
+        provider: str,
+        path: str,
+        incoming: Iterable[tuple[str, str]],
+        body: Mapping[str, Any],
+        *,
+        timeout_s: float | None = None,
+    ) -> UpstreamStream:
+        """Send a streamed request and return once the answer's headers are in."""
+        request = self._request(provider, "POST", path, incoming, body, timeout_s, True)
+        started = time.perf_counter()
+        try:
+            response = await self.client.send(request, stream=True)
+        except httpx.TimeoutException as exc:
+            raise APITimeoutError(f"{provider} did not answer in time") from exc
+        except httpx.HTTPError as exc:
+            raise APIConnectionError(f"cannot reach {provider}: {type(exc).__name__}") from exc
+        if response.status_code >= 400:
+            try:
+                body_bytes = await response.aread()
+            except httpx.HTTPError:
+                body_bytes = b""
+            finally:
+                await response.aclose()
+            raise APIStatusError(response, body_bytes)
+        return UpstreamStream(response, started)
