@@ -257,3 +257,48 @@ def test_a_cancelled_async_reserve_leaves_the_pool_usable_and_a_retry_holds_once
             return [line.held for line in lines]
 
     assert asyncio.run(scenario()) == [10]
+
+
+def test_a_reserve_denied_under_the_lock_undoes_everything_it_wrote(schema: str) -> None:
+    """
+    The unlocked check passes, then a concurrent reserve commits first: the check under
+    the lock denies, and the hold row, its event and the line it created are gone.
+    """
+    url = url_with(schema=schema)
+    ledger = Ledger.from_url(url)
+    ledger.commit(ledger.reserve([LineRequest(A, 100, 1)]), {"cost": 1})  # migrated, A exists
+    fresh = LineKey("run:fresh", "total", "cost")
+    outcomes: list[object] = []
+    first = psycopg.connect(base_url())  # a transaction left open: its locks stay held
+    try:
+        first.execute(
+            sql.SQL(
+                "SELECT status FROM {}.eb_reserve('first', ARRAY['org:a'], ARRAY['total'],"
+                " ARRAY['cost'], ARRAY[100]::bigint[], ARRAY[50]::bigint[],"
+                " ARRAY[NULL]::bigint[], 60000, 'release', false, NULL)"
+            ).format(sql.Identifier(schema))
+        )
+        late = threading.Thread(
+            target=lambda: outcomes.append(
+                ledger.try_reserve([LineRequest(A, 100, 60), LineRequest(fresh, 100, 60)])[1]
+            )
+        )
+        late.start()
+        deadline = time.monotonic() + 20
+        while _waiting_on_locks(schema) < 1:
+            assert time.monotonic() < deadline, "the late reserve never reached the lock"
+            time.sleep(0.01)  # polling pg_stat_activity, bounded by the deadline
+        first.commit()
+    finally:
+        first.close()
+    late.join(timeout=20)
+    (outcome,) = outcomes
+    assert outcome.status is ReserveStatus.DENIED  # type: ignore[attr-defined]
+    denial = outcome.denial  # type: ignore[attr-defined]
+    assert (denial.key, denial.spent, denial.held, denial.requested) == (A, 1, 50, 60)
+    lines = ledger.lines()
+    assert [line.key for line in lines] == [A]  # the line it created is gone
+    assert [e.rid for e in ledger.events() if e.kind == "reserve"][-1] == "first"
+    assert {h.rid for h in ledger.holds()} == {"first"}
+    assert reconcile(lines, ledger.events()) == []
+    ledger.close()
