@@ -26,6 +26,8 @@ from ._plan import CallRequest, Plan
 #: Output tokens added per tool call counted locally (call framing the text does not show).
 TOOL_CALL_FRAMING: Final = 3
 _MAX_FIELDS_OPENAI_CHAT: Final = ("max_completion_tokens", "max_tokens")
+#: The Responses API rejects ``max_output_tokens`` below 16: a clamp never goes lower.
+RESPONSES_MIN_OUTPUT: Final = 16
 
 
 def given(value: Any) -> bool:
@@ -331,6 +333,7 @@ class Responses(Api):
             input_tokens=inputs,
             requested_output=_requested(kwargs, ("max_output_tokens",)),
             cache_write="none",
+            min_output=RESPONSES_MIN_OUTPUT,
         )
 
     def apply(

@@ -170,7 +170,29 @@ class _Chat(_Passthrough):
         self.completions = completions
 
 
-class BudgetedOpenAI(_Wrapped):
+class _SyncClose(_Wrapped):
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _AsyncClose(_Wrapped):
+    async def close(self) -> None:
+        await self._client.close()
+
+    async def __aenter__(self) -> Any:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+class BudgetedOpenAI(_SyncClose):
     """``openai.OpenAI`` with chat completions, responses and embeddings budgeted."""
 
     def __init__(self, client: Any, settings: Settings) -> None:
@@ -180,7 +202,7 @@ class BudgetedOpenAI(_Wrapped):
         self.embeddings = _Create(self, ("embeddings",), EMBEDDINGS)
 
 
-class AsyncBudgetedOpenAI(_Wrapped):
+class AsyncBudgetedOpenAI(_AsyncClose):
     """``openai.AsyncOpenAI`` with chat completions, responses and embeddings budgeted."""
 
     def __init__(self, client: Any, settings: Settings) -> None:
@@ -303,7 +325,7 @@ class AsyncMessageStreamManager:
                 await self._guard.close()
 
 
-class BudgetedAnthropic(_Wrapped):
+class BudgetedAnthropic(_SyncClose):
     """``anthropic.Anthropic`` with messages (create and stream) budgeted."""
 
     def __init__(self, client: Any, settings: Settings) -> None:
@@ -311,7 +333,7 @@ class BudgetedAnthropic(_Wrapped):
         self.messages = _Messages(self, ("messages",), MESSAGES)
 
 
-class AsyncBudgetedAnthropic(_Wrapped):
+class AsyncBudgetedAnthropic(_AsyncClose):
     """``anthropic.AsyncAnthropic`` with messages (create and stream) budgeted."""
 
     def __init__(self, client: Any, settings: Settings) -> None:

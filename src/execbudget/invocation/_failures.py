@@ -4,7 +4,8 @@ What a failed provider call means for its hold and for a retry (pure).
 The SDKs raise a handful of error classes; three questions decide what happens next:
 
 * **was anything billed?** A status error (429, 5xx, 4xx) carries a response the provider
-  did not bill; an error that carries usage (``LengthFinishReasonError``) is billed that
+  did not bill, but it was a model invocation, so it counts as a call (DESIGN §1: every
+  retry is a call); an error that carries usage (``LengthFinishReasonError``) is billed that
   usage; a connection that failed while connecting sent nothing. Anything else after the
   request may have left (a read timeout, a dropped connection, a cancelled task) has an
   **unknown** outcome: the provider may have generated the whole allowance, so the whole
@@ -39,7 +40,8 @@ MAX_RETRY_AFTER_S: Final = 60.0
 class Failure:
     """How to settle a failed attempt and whether to try again."""
 
-    #: "release" (nothing billed), "usage" (bill ``usage``) or "hold" (unknown: charge all).
+    #: "release" (never sent), "call" (answered, not billed: charge one call), "usage" (bill
+    #: ``usage``) or "hold" (unknown outcome: charge the whole hold).
     settle: str
     retryable: bool = False
     timeout: bool = False
@@ -116,7 +118,7 @@ def classify(exc: BaseException, api: Api) -> Failure:
             retryable = status in (408, 409, 429) or status >= 500
         if after is not None and after > MAX_RETRY_AFTER_S:
             retryable = False
-        return Failure("release", retryable=retryable, retry_after_s=after, status=status)
+        return Failure("call", retryable=retryable, retry_after_s=after, status=status)
     if "APIConnectionError" in names:  # APITimeoutError is one too
         timeout = "APITimeoutError" in names
         never_sent = any(_names(c) & _NOT_SENT for c in _causes(exc))

@@ -60,6 +60,8 @@ class CallRequest:
     has_output: bool = True
     #: Which prompt-cache writes the request can make (narrows the worst input rate).
     cache_write: CacheWrite = "any"
+    #: The smallest output limit the API accepts (the Responses API rejects < 16).
+    min_output: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +144,7 @@ def plan_call(
             return _cost_cap_denial(scope, caps.max_cost, worst, currency)
         return Plan(model, "fixed", None, 0, inputs, worst, amounts, "none")
 
-    floor = max(1, caps.min_output_tokens)
+    floor = max(1, caps.min_output_tokens, request.min_output)
     wanted: tuple[int, str] | None = None
     if request.requested_output is not None:
         wanted = (request.requested_output, "requested")
@@ -172,8 +174,8 @@ def plan_call(
                 held="0",
                 requested=f"{least:,}",
                 reason="cap",
-                hint="per_call.max_output_tokens is below per_call.min_output_tokens; "
-                "fix the policy",
+                hint="per_call.max_output_tokens is below the least output this call may "
+                "get (per_call.min_output_tokens, or the API's own minimum); fix the policy",
             )
         least = min(least, cap_n)
 

@@ -87,6 +87,8 @@ class Sleep:
 
 Op = ReadRoom | TryHold | Send | Commit | Release | ChargeRetry | Sleep
 READ_ROOM: Final = ReadRoom()
+#: What an answered but unbilled attempt (429, 5xx) costs: one call, nothing else.
+UNBILLED_CALL: Final = {"cost": 0, "tokens": 0, "input_tokens": 0, "output_tokens": 0, "calls": 1}
 CHARGE_RETRY: Final = ChargeRetry()
 
 
@@ -272,6 +274,8 @@ def _settle_failure(admitted: Admitted, failure: Failure) -> Generator[Op, Any, 
     try:
         if failure.settle == "release":
             yield Release(admitted.hold)
+        elif failure.settle == "call":
+            yield Commit(admitted.hold, UNBILLED_CALL)
         elif failure.settle == "usage" and failure.usage is not None:
             yield Commit(admitted.hold, usage_amounts(admitted.price, failure.usage))
         else:
