@@ -50,6 +50,7 @@ def register(subparsers: Any) -> None:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument("--workers", type=int, default=1, help="worker processes")
+    serve.add_argument("--fd", type=int, help=argparse.SUPPRESS)  # an inherited listening socket
     serve.add_argument("--default-max-tokens", type=int, default=4096)
     serve.add_argument("--max-body-bytes", type=int, default=8 * 1024 * 1024)
     serve.add_argument("--kill-poll", type=float, default=0.25, help="seconds between kill probes")
@@ -147,6 +148,7 @@ def _serve(args: argparse.Namespace) -> int:
     common: dict[str, Any] = {
         "host": args.host,
         "port": args.port,
+        "fd": args.fd,
         "log_config": None,
         "access_log": False,
         "timeout_graceful_shutdown": 10,
