@@ -40,3 +40,13 @@ def spent(enforcer: Enforcer, dim: str, prefix: str = "run:") -> int:
 
 def held(enforcer: Enforcer, prefix: str = "") -> int:
     return sum(s.held for s in enforcer.status(prefix))
+
+
+@pytest.fixture(autouse=True)
+def _no_agents_tracing() -> None:
+    """The Agents SDK exports traces to OpenAI by default: never from tests."""
+    try:
+        from agents import set_tracing_disabled
+    except ImportError:  # pragma: no cover
+        return
+    set_tracing_disabled(True)
