@@ -187,7 +187,15 @@ def analyze(
         workers=workers,
         progress=stage("capped"),
     )
-    whatif = simulate(model, runs, seed, caps=caps.sim_caps(), workers=workers, progress=stage("what-if"))
+    whatif = simulate(
+        model,
+        runs,
+        seed,
+        caps=caps.sim_caps(),
+        workers=workers,
+        progress=stage("what-if"),
+        chunk_size=sim.chunk_size,
+    )
     record_stops(caps, whatif)
     timings["caps"] = time.perf_counter() - tick
     tick = time.perf_counter()

@@ -93,12 +93,14 @@ class CapSet:
         )
 
 
-def _concurrency(graph: CompiledGraph, fan_cap: float) -> float:
+def _concurrency(graph: CompiledGraph, fan_cap: float, env_upper: np.ndarray) -> float:
+    """Branches in flight at most: each fan-out runs ``min(max_concurrency, K, cap)`` items,
+    each of which may have its own branches in flight."""
     best = 0.0
     for k in graph.kernels:
         if isinstance(k, FanOutKernel):
-            width = min(k.max_concurrency or math.inf, fan_cap, k.count.base.upper())
-            best = max(best, width * (1 + _concurrency(k.item, fan_cap)))
+            width = min(k.max_concurrency or math.inf, fan_cap, k.count.upper(env_upper))
+            best = max(best, width * (1 + _concurrency(k.item, fan_cap, env_upper)))
     return min(best, fan_cap)
 
 
@@ -159,7 +161,13 @@ def derive_caps(
             "time", value, "seconds", f"q{1 - eps:g} of run time", exceed=lh.exceed(value)
         )
     capped = simulate(
-        model, sim.runs, sim.seed, caps=out.sim_caps(money=False), workers=workers, progress=progress
+        model,
+        sim.runs,
+        sim.seed,
+        caps=out.sim_caps(money=False),
+        workers=workers,
+        progress=progress,
+        chunk_size=sim.chunk_size,
     )
     hold = capped.maxima["max_hold"]
     if hold.max() > 0:
@@ -182,7 +190,7 @@ def derive_caps(
     )
     fan = out.value("fan_out")
     if fan is not None:
-        out.concurrency = int(_concurrency(model.graph, fan))
+        out.concurrency = int(_concurrency(model.graph, fan, model.env_upper()))
     out.depth = 1 + model.graph.depth
     if runs_per_day:
         mu, sd = capped.mean().value, capped.sd().value

@@ -40,6 +40,9 @@ Z99 = float(special.ndtri(0.99))
 #: Tail mass below which a count distribution's support is cut (the rest is renormalised).
 _COUNT_TAIL = 1e-14
 
+#: Extra bin edges (in standard deviations) that keep tail bins of a lognormal narrow.
+_TAIL_Z = (2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 6.0, 7.0)
+
 #: Empirical samples with at most this many distinct values are used exactly as atoms.
 _EXACT_EMPIRICAL = 512
 
@@ -335,8 +338,10 @@ class LogNormal(_Dist):
         return math.inf if self.max is None else self.max
 
     def atoms(self, bins: int = 32, edges: tuple[float, ...] = ()) -> Atoms:
-        """Bins equally spaced in z over ±7σ (plus the given edges), two atoms per bin."""
-        z = list(np.linspace(-7.0, 7.0, max(bins, 2) - 1))
+        """Equiprobable bins in z, refined in both tails out to ±7σ, plus the given edges;
+        two atoms per bin."""
+        z = list(special.ndtri(np.linspace(0.0, 1.0, max(bins, 2) + 1)[1:-1]))
+        z += [s * t for t in _TAIL_Z for s in (-1.0, 1.0)]
         z += [float(v) for v in self._z(np.array([e for e in edges if e > 0]))]
         zmax = math.inf
         if self.max is not None:

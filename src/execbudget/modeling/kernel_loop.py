@@ -76,7 +76,7 @@ class LoopKernel:
     retry: CRetry = NO_RETRY
     latency: AnyDist | None = None
     tool_latency: AnyDist | None = None
-    inner_bins: int = 8
+    inner_bins: int = 24
 
     @property
     def tokens(self) -> bool:

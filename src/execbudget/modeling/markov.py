@@ -107,25 +107,39 @@ def _distinct(env: FloatArray, deps: set[int]) -> tuple[FloatArray, IntArray] | 
     return env[first], inverse.ravel()
 
 
-def visit_moments(kernel: Kernel, env: FloatArray) -> VisitMoments:
-    """One visit's moments per envelope atom, computed once per distinct relevant point."""
+Memo = dict[int, VisitMoments]
+
+
+def visit_moments(kernel: Kernel, env: FloatArray, memo: Memo | None = None) -> VisitMoments:
+    """
+    One visit's moments per envelope atom, computed once per distinct relevant point.
+
+    ``memo`` (keyed by kernel identity, for one fixed ``env``) lets repeated solves of
+    slightly changed graphs — the sensitivity analysis — recompute only what changed.
+    """
+    if memo is not None and id(kernel) in memo:
+        return memo[id(kernel)]
     distinct = _distinct(env, kernel_vars(kernel))
     if distinct is not None:
         rows, back = distinct
         vm = visit_moments(kernel, rows)
-        return VisitMoments(
+        vm = VisitMoments(
             vm.p_ok[back], vm.m_ok[:, back], vm.s_ok[:, back], vm.m_exh[:, back], vm.s_exh[:, back]
         )
-    if isinstance(kernel, FanOutKernel):
-        sol = solve_graph(kernel.item, env)
-        return kernel.moments(env, sol.mean, sol.second)
-    return kernel.moments(env)
+    elif isinstance(kernel, FanOutKernel):
+        sol = solve_graph(kernel.item, env, memo)
+        vm = kernel.moments(env, sol.mean, sol.second)
+    else:
+        vm = kernel.moments(env)
+    if memo is not None:
+        memo[id(kernel)] = vm
+    return vm
 
 
-def solve_graph(graph: CompiledGraph, env: FloatArray) -> GraphSolution:
+def solve_graph(graph: CompiledGraph, env: FloatArray, memo: Memo | None = None) -> GraphSolution:
     """Exact moments of every dimension of one graph for each envelope atom (row of env)."""
     n, a = graph.n, env.shape[0]
-    vms = [visit_moments(k, env) for k in graph.kernels]
+    vms = [visit_moments(k, env, memo) for k in graph.kernels]
     p_ok = np.stack([vm.p_ok for vm in vms])  # (n, A)
     m_unc = np.stack([vm.mean() for vm in vms], axis=1)  # (D, n, A)
     s_unc = np.stack([vm.second() for vm in vms], axis=1)
@@ -321,16 +335,20 @@ def _parameters(graph: CompiledGraph, prefix: str = "") -> Iterator[tuple[str, f
                 )
 
 
-def sensitivities(model: CompiledModel, *, bins: int = 16) -> list[Sensitivity]:
+def sensitivities(model: CompiledModel, *, bins: int = 8) -> list[Sensitivity]:
     """Derivative and elasticity of the expected run cost for every probability."""
     pts, w = envelope_atoms(model, bins)
-    base = float(solve_graph(model.graph, pts).mean[COST] @ w)
+    memo: Memo = {}
+    alive: list[CompiledGraph] = []  # the memo is keyed by id(): no id may be reused
+    base = float(solve_graph(model.graph, pts, memo).mean[COST] @ w)
     out = []
     for label, p, build in _parameters(model.graph):
         h = 1e-4 if p <= 0 else min(1e-4, p / 2, (1 - p) / 2)
         lo, hi = (p, p + h) if p <= 0 else (p - h, p + h)
-        e_hi = float(solve_graph(build(hi), pts).mean[COST] @ w)
-        e_lo = float(solve_graph(build(lo), pts).mean[COST] @ w)
+        g_hi, g_lo = build(hi), build(lo)
+        alive += [g_hi, g_lo]
+        e_hi = float(solve_graph(g_hi, pts, memo).mean[COST] @ w)
+        e_lo = float(solve_graph(g_lo, pts, memo).mean[COST] @ w)
         deriv = (e_hi - e_lo) / (hi - lo)
         out.append(Sensitivity(label, p, deriv, deriv * p / base if base else 0.0))
     out.sort(key=lambda s: -abs(s.elasticity))

@@ -399,10 +399,23 @@ def _merge(chunks: list[Chunk]) -> dict[str, object]:
     }
 
 
-def default_chunk(model: CompiledModel, runs: int) -> int:
-    """Chunk size: at most 250k runs, and about 8M cells of the per-node cost matrix."""
+def work_per_run(model: CompiledModel) -> float:
+    """Expected array elements one run creates (visits, steps, attempts, items), from the
+    exact engine, so chunks of loop-heavy graphs stay small enough for memory."""
+    from .markov import exact_moments
+
+    mom = exact_moments(model, bins=4)
+    counters = sum(float(mom.mean[DIMS.index(c)]) for c in COUNTERS)
+    return 1.0 + sum(mom.visits.values()) + 2.0 * counters
+
+
+def default_chunk(model: CompiledModel, runs: int, work: float | None = None) -> int:
+    """Chunk size: at most 250k runs, about 8M cells of the per-node cost matrix, and
+    about 1M array elements of steps, attempts and items."""
     cols = max(len(model.graph.columns), 1)
-    return max(1, min(runs, 250_000, max(20_000, 8_000_000 // cols)))
+    work = work_per_run(model) if work is None else work
+    size = min(250_000, 8_000_000 // cols, int(1_000_000 / max(work, 1.0)))
+    return max(1, min(runs, max(size, 2_000)))
 
 
 def simulate(
@@ -415,17 +428,19 @@ def simulate(
     chunk_size: int | None = None,
     progress: Callable[[int, int], None] | None = None,
     keep_tail: float = 0.02,
+    work: float | None = None,
 ) -> Simulation:
     """
     Simulate ``runs`` runs of ``model`` (with ``caps``: the what-if under enforcement).
 
     ``workers=2`` runs chunks in two processes; results are identical to one process.
-    ``progress(done, total)`` is called after every chunk.
+    ``progress(done, total)`` is called after every chunk. ``work`` is the expected
+    elements per run (see :func:`work_per_run`), used to size chunks.
     """
     if runs < 1:
         raise ValueError("runs must be at least 1")
     t0 = time.perf_counter()
-    size = chunk_size or default_chunk(model, runs)
+    size = chunk_size or default_chunk(model, runs, work)
     n_chunks = math.ceil(runs / size)
     sizes = [size] * (n_chunks - 1) + [runs - size * (n_chunks - 1)]
     seeds = np.random.SeedSequence(seed).spawn(n_chunks)
