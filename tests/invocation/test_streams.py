@@ -14,7 +14,7 @@ import openai
 import pytest
 
 import execbudget
-from execbudget import OutputBudgetExceeded
+from execbudget import ManualClock, OutputBudgetExceeded
 from execbudget.testing import FakeProvider
 
 from .conftest import Clients, MakeEnforcer, held, overrun, spent
@@ -254,3 +254,20 @@ def test_an_error_mid_stream_settles_what_was_received(
             for _ in stream:
                 pass
     assert held(enforcer) == 0 and spent(enforcer, "output_tokens") == 5
+
+
+def test_a_long_stream_extends_its_hold(
+    sdk: Clients, fp: FakeProvider, make_enforcer: MakeEnforcer
+) -> None:
+    clock = ManualClock()
+    enforcer = make_enforcer({**LIMITS, "hold_ttl": "100s"}, clock=clock)
+    client = execbudget.wrap(sdk.openai(timeout=20.0), enforcer=enforcer)
+    with enforcer.run("t"):
+        stream = client.chat.completions.create(model=MINI, messages=HELLO, stream=True)
+        next(stream)
+        (record,) = enforcer.ledger.holds()
+        clock.advance(60)  # past half of the 100 s TTL
+        next(stream)
+        (extended,) = enforcer.ledger.holds()
+        assert extended.expires_at_ms >= record.expires_at_ms + 59_000
+        stream.close()

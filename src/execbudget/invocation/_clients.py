@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..api import get_enforcer
 from ..scopes import CURRENT
@@ -28,6 +28,9 @@ from ._drive import adrive, drive
 from ._procedure import Call, Settings, Started
 from ._settle import StreamMeter
 from ._streams import AsyncBudgetedStream, BudgetedStream
+
+if TYPE_CHECKING:
+    from ..enforcer import Enforcer, Hold
 
 
 def _hide_usage(api: Api, kwargs: Mapping[str, Any]) -> bool:
@@ -54,15 +57,18 @@ def _meter(call: Call, started: Started) -> StreamMeter:
     )
 
 
+def _guard_args(call: Call, started: Started) -> tuple[StreamMeter, Hold, Enforcer, float]:
+    admitted = started.admitted
+    return _meter(call, started), admitted.hold, call.enforcer, admitted.ttl_s
+
+
 def invoke(settings: Settings, api: Api, kwargs: dict[str, Any], target: Any) -> Any:
     """One guarded sync call of ``target(**kwargs)``."""
     stream = bool(kwargs.get("stream")) and given(kwargs.get("stream"))
     call = _call(settings, api, kwargs, stream)
     result = drive(call, lambda kw: target(**kw))
     if isinstance(result, Started):
-        return BudgetedStream(
-            result.stream, _meter(call, result), result.admitted.hold, call.enforcer
-        )
+        return BudgetedStream(result.stream, *_guard_args(call, result))
     return result
 
 
@@ -76,9 +82,7 @@ async def ainvoke(settings: Settings, api: Api, kwargs: dict[str, Any], target: 
 
     result = await adrive(call, send)
     if isinstance(result, Started):
-        return AsyncBudgetedStream(
-            result.stream, _meter(call, result), result.admitted.hold, call.enforcer
-        )
+        return AsyncBudgetedStream(result.stream, *_guard_args(call, result))
     return result
 
 
@@ -265,7 +269,7 @@ class MessageStreamManager:
         assert isinstance(result, Started)
         self._manager, message_stream = result.stream
         raw = message_stream._raw_stream
-        self._guard = BudgetedStream(raw, _meter(call, result), result.admitted.hold, call.enforcer)
+        self._guard = BudgetedStream(raw, *_guard_args(call, result))
         _swap_raw_stream(message_stream, self._guard)
         return message_stream
 
@@ -305,9 +309,7 @@ class AsyncMessageStreamManager:
         assert isinstance(result, Started)
         self._manager, message_stream = result.stream
         raw = message_stream._raw_stream
-        self._guard = AsyncBudgetedStream(
-            raw, _meter(call, result), result.admitted.hold, call.enforcer
-        )
+        self._guard = AsyncBudgetedStream(raw, *_guard_args(call, result))
         _swap_raw_stream(message_stream, self._guard)
         return message_stream
 

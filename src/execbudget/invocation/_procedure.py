@@ -155,6 +155,8 @@ class Admitted:
     request: CallRequest
     timeout_s: float | None
     deadline_bound: bool
+    #: The hold's time to live; a long stream extends it as it runs.
+    ttl_s: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,7 +260,7 @@ def _admit(
             )
             decision: Decision = yield TryHold(planned.amounts, ttl)
             if decision.hold is not None:
-                return Admitted(planned, price, decision.hold, request, timeout, by_deadline)
+                return Admitted(planned, price, decision.hold, request, timeout, by_deadline, ttl)
             denial = decision.denial
             if planned.kind != "sized":
                 break

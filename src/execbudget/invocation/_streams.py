@@ -9,6 +9,10 @@ not) or **cut** the stream: the output passed the hold, so the provider ignored
 ``max_tokens``. A cut closes the HTTP response at once, settles with what was received
 (the ledger records the overrun) and raises ``OutputBudgetExceeded``.
 
+A stream can outlive its hold's TTL (the SDK timeout bounds each read, not the whole
+stream), so a guard extends the hold whenever half of the TTL has passed, and the reaper
+never frees a hold whose stream is still being read.
+
 The hold settles on the first of: the end of the stream, an error, ``close()``,
 cancellation, or the guard being dropped unread (``__del__``). The two classes are thin
 twins over the shared meter; only ``next``/``await anext`` and the ledger call differ.
@@ -37,12 +41,22 @@ T = TypeVar("T")
 class _Guard:
     """What both guards share: the meter, the hold, and what to report."""
 
-    def __init__(self, inner: Any, meter: StreamMeter, hold: Hold, enforcer: Enforcer) -> None:
+    def __init__(
+        self, inner: Any, meter: StreamMeter, hold: Hold, enforcer: Enforcer, ttl_s: float
+    ) -> None:
         self._inner = inner
         self._meter = meter
         self._hold = hold
         self._enforcer = enforcer
         self._settled = False
+        self._ttl_s = ttl_s
+        self._extend_at = enforcer.clock.monotonic() + ttl_s / 2 if hold.lines else None
+
+    def _extension_due(self) -> bool:
+        due = self._extend_at is not None and self._enforcer.clock.monotonic() >= self._extend_at
+        if due:
+            self._extend_at = self._enforcer.clock.monotonic() + self._ttl_s / 2
+        return due
 
     # -- what the caller may ask --------------------------------------------------------
     @property
@@ -70,7 +84,7 @@ class _Guard:
         return self._meter.usage()
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("__") or name in ("_inner", "_meter", "_hold", "_settled"):
+        if name.startswith("_"):
             raise AttributeError(name)
         return getattr(self._inner, name)
 
@@ -94,6 +108,8 @@ class BudgetedStream(_Guard, Generic[T]):
             except BaseException:
                 self._settle()  # the end (StopIteration), an error, an interrupt
                 raise
+            if self._extension_due():
+                self._extend()
             verdict = self._meter.observe(chunk)
             if verdict is Verdict.DELIVER:
                 return chunk  # type: ignore[no-any-return]
@@ -112,6 +128,12 @@ class BudgetedStream(_Guard, Generic[T]):
             self._inner.close()
         except Exception as exc:  # closing is best effort; settling is not
             log.warning("execbudget: closing a stream failed: %s", exc)
+
+    def _extend(self) -> None:
+        try:
+            self._enforcer.ledger.extend(self._hold.rid, self._ttl_s)
+        except ExecBudgetError as exc:
+            log.warning("execbudget: could not extend stream hold %s: %s", self._hold.rid, exc)
 
     def _settle(self) -> None:
         if self._settled:
@@ -155,6 +177,8 @@ class AsyncBudgetedStream(_Guard, Generic[T]):
             except BaseException:
                 await self._settle()
                 raise
+            if self._extension_due():
+                await self._extend()
             verdict = self._meter.observe(chunk)
             if verdict is Verdict.DELIVER:
                 return chunk  # type: ignore[no-any-return]
@@ -175,6 +199,12 @@ class AsyncBudgetedStream(_Guard, Generic[T]):
             await self._inner.close()
         except Exception as exc:
             log.warning("execbudget: closing a stream failed: %s", exc)
+
+    async def _extend(self) -> None:
+        try:
+            await self._enforcer.aledger.extend(self._hold.rid, self._ttl_s)
+        except ExecBudgetError as exc:
+            log.warning("execbudget: could not extend stream hold %s: %s", self._hold.rid, exc)
 
     async def _settle(self) -> None:
         if self._settled:
