@@ -53,6 +53,8 @@ log = logging.getLogger("execbudget.gateway")
 WORKFLOW_HEADER: Final = "x-execbudget-workflow"
 RUN_HEADER: Final = "x-execbudget-run"
 _MAX_FIELDS: Final = ("max_tokens", "max_completion_tokens", "max_output_tokens")
+#: The provider APIs take 32-bit output limits; anything above is a client bug.
+_MAX_OUT: Final = 2**31 - 1
 
 
 # -- the request body ----------------------------------------------------------------------
@@ -127,10 +129,10 @@ def check_body(api: Api, body: Mapping[str, Any]) -> tuple[str, bool]:
         value = body.get(name)
         if value is None:
             continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= _MAX_OUT:
             raise RequestError(
                 400,
-                f"'{name}' must be a whole number of at least 1, found {value!r}",
+                f"'{name}' must be a whole number from 1 to {_MAX_OUT:,}, found {value!r}",
                 code="invalid_max_tokens",
                 param=name,
             )
