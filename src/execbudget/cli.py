@@ -11,6 +11,7 @@ The ``execbudget`` command.
     execbudget prices MODEL [--provider P] [--json]
     execbudget fake-provider [--port N]
     execbudget model GRAPH ...                   the cascade cost modeler
+    execbudget serve --policy FILE --upstream openai=URL ...   the gateway
 
 Exit codes: 0 success, 1 a check found problems, 2 bad usage or input, 3 ledger unavailable.
 """
@@ -344,15 +345,29 @@ def build_parser() -> argparse.ArgumentParser:
     fake.add_argument("--host", default="127.0.0.1")
     fake.set_defaults(func=_fake_provider)
 
+    _register_optional(
+        sub, "execbudget.modeling.cli", "model", "modeling", "the cascade cost modeler"
+    )
+    _register_optional(
+        sub,
+        "execbudget.gateway.cli",
+        "serve",
+        "gateway",
+        "the budget-enforcing OpenAI/Anthropic gateway",
+    )
+    return parser
+
+
+def _register_optional(sub: Any, module: str, command: str, extra: str, what: str) -> None:
+    """Add an optional part's subcommand; without its extra, a stub that says what to install."""
     try:
-        from .modeling.cli import register
+        register = importlib.import_module(module).register
     except ImportError:
-        model = sub.add_parser("model", help="the cascade cost modeler (needs [modeling])")
-        model.add_argument("rest", nargs=argparse.REMAINDER)
-        model.set_defaults(func=_delegate("execbudget.modeling.cli", "main", extra="modeling"))
+        stub = sub.add_parser(command, help=f"{what} (needs execbudget[{extra}])")
+        stub.add_argument("rest", nargs=argparse.REMAINDER)
+        stub.set_defaults(func=_delegate(module, "register", extra=extra))
     else:
         register(sub)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
