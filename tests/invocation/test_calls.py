@@ -299,3 +299,52 @@ def test_sqlite_ledger(sdk: Clients, fp: FakeProvider, make_enforcer: MakeEnforc
         for _ in range(3):
             client.chat.completions.create(model=MINI, messages=HELLO, max_tokens=8)
     assert 0 < units_to_money(spent(enforcer, "cost")) < Decimal("0.01")
+
+
+def test_raw_responses_are_budgeted_too(
+    sdk: Clients, fp: FakeProvider, make_enforcer: MakeEnforcer
+) -> None:
+    fp.configure(output_tokens=500)
+    enforcer = make_enforcer(run_limits({"tokens": 100_000}, {"max_output_tokens": 16}))
+    client = execbudget.wrap(sdk.openai(), enforcer=enforcer)
+    with enforcer.run("t"):
+        raw = client.chat.completions.with_raw_response.create(
+            model=MINI, messages=HELLO, max_tokens=400
+        )
+        assert raw.headers["x-request-id"] and raw.parse().usage.completion_tokens == 16
+        raw = client.with_raw_response.responses.create(model=MINI, input="hi")  # type: ignore[attr-defined]
+        assert raw.parse().usage.output_tokens == 16
+        raw = client.chat.completions.with_raw_response.create(
+            model=MINI, messages=HELLO, stream=True
+        )
+        chunks = list(raw.parse())
+        assert chunks and raw.parse().settled
+    assert [
+        r.body.get("max_tokens")
+        or r.body.get("max_output_tokens")
+        or r.body.get("max_completion_tokens")
+        for r in fp.requests
+    ] == [16, 16, 16]
+    billed = sum((r.input_tokens or 0) + (r.output_tokens or 0) for r in fp.requests)
+    assert spent(enforcer, "tokens") == billed
+
+
+async def test_async_raw_responses_with_an_async_parse(
+    fp: FakeProvider, make_enforcer: MakeEnforcer
+) -> None:
+    enforcer = make_enforcer(run_limits({"tokens": 100_000}, {"max_output_tokens": 16}))
+    async with execbudget.wrap(fp.async_anthropic(), enforcer=enforcer) as client:
+        async with enforcer.run("t"):
+            raw = await client.messages.with_raw_response.create(
+                model=HAIKU, max_tokens=400, messages=HELLO
+            )
+            message = await raw.parse()
+            raw = await client.with_raw_response.messages.create(  # type: ignore[attr-defined]
+                model=HAIKU, max_tokens=400, messages=HELLO, stream=True
+            )
+            async for _ in await raw.parse():
+                pass
+    assert message.usage.output_tokens == 16
+    assert [r.body["max_tokens"] for r in fp.requests] == [16, 16]
+    billed = sum((r.input_tokens or 0) + (r.output_tokens or 0) for r in fp.requests)
+    assert spent(enforcer, "tokens") == billed

@@ -17,6 +17,7 @@ already been settled, so retries are made here instead, each one charged and hel
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections.abc import Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -41,9 +42,11 @@ def _hide_usage(api: Api, kwargs: Mapping[str, Any]) -> bool:
     return not (isinstance(options, Mapping) and options.get("include_usage"))
 
 
-def _call(settings: Settings, api: Api, kwargs: Mapping[str, Any], stream: bool) -> Call:
+def _call(
+    settings: Settings, api: Api, kwargs: Mapping[str, Any], stream: bool, raw: bool = False
+) -> Call:
     enforcer = settings.enforcer or get_enforcer()
-    return Call(api, kwargs, stream, enforcer, CURRENT.get(), settings)
+    return Call(api, kwargs, stream, enforcer, CURRENT.get(), settings, raw)
 
 
 def _meter(call: Call, started: Started) -> StreamMeter:
@@ -62,28 +65,69 @@ def _guard_args(call: Call, started: Started) -> tuple[StreamMeter, Hold, Enforc
     return _meter(call, started), admitted.hold, call.enforcer, admitted.ttl_s
 
 
-def invoke(settings: Settings, api: Api, kwargs: dict[str, Any], target: Any) -> Any:
+def invoke(
+    settings: Settings, api: Api, kwargs: dict[str, Any], target: Any, raw: bool = False
+) -> Any:
     """One guarded sync call of ``target(**kwargs)``."""
     stream = bool(kwargs.get("stream")) and given(kwargs.get("stream"))
-    call = _call(settings, api, kwargs, stream)
+    call = _call(settings, api, kwargs, stream, raw)
     result = drive(call, lambda kw: target(**kw))
     if isinstance(result, Started):
-        return BudgetedStream(result.stream, *_guard_args(call, result))
+        guard: Any = BudgetedStream(result.stream, *_guard_args(call, result))
+        return (
+            guard if result.raw_response is None else RawStreamResponse(result.raw_response, guard)
+        )
     return result
 
 
-async def ainvoke(settings: Settings, api: Api, kwargs: dict[str, Any], target: Any) -> Any:
+async def ainvoke(
+    settings: Settings, api: Api, kwargs: dict[str, Any], target: Any, raw: bool = False
+) -> Any:
     """One guarded async call of ``await target(**kwargs)``."""
     stream = bool(kwargs.get("stream")) and given(kwargs.get("stream"))
-    call = _call(settings, api, kwargs, stream)
+    call = _call(settings, api, kwargs, stream, raw)
 
     async def send(kw: dict[str, Any]) -> Any:
         return await target(**kw)
 
     result = await adrive(call, send)
     if isinstance(result, Started):
-        return AsyncBudgetedStream(result.stream, *_guard_args(call, result))
+        guard: Any = AsyncBudgetedStream(result.stream, *_guard_args(call, result))
+        if result.raw_response is None:
+            return guard
+        if inspect.iscoroutinefunction(result.raw_response.parse):
+            return AsyncRawStreamResponse(result.raw_response, guard)
+        return RawStreamResponse(result.raw_response, guard)
     return result
+
+
+class RawStreamResponse:
+    """A ``with_raw_response`` stream: the SDK's raw response, whose ``parse()`` is metered."""
+
+    def __init__(self, raw: Any, guard: Any) -> None:
+        self._raw = raw
+        self._guard = guard
+
+    def parse(self, **_: Any) -> Any:
+        return self._guard
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self._raw, name)
+
+
+class AsyncRawStreamResponse(RawStreamResponse):
+    """The same, for SDKs whose raw ``parse()`` is a coroutine (anthropic's async client)."""
+
+    async def parse(self, **_: Any) -> Any:
+        return self._guard
+
+
+def _walk(client: Any, path: tuple[str, ...]) -> Any:
+    for name in path:
+        client = getattr(client, name)
+    return client
 
 
 class _Passthrough:
@@ -95,30 +139,44 @@ class _Passthrough:
         self._owner = owner
         self._path = path
 
-    def _resource(self, client: Any) -> Any:
-        for name in self._path:
-            client = getattr(client, name)
-        return client
+    def _original(self) -> Any:
+        return _walk(self._owner._client, self._path)
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):
             raise AttributeError(name)
-        return getattr(self._resource(self._owner._client), name)
+        return getattr(self._original(), name)
 
 
 class _Create(_Passthrough):
-    """A resource whose ``create`` is guarded."""
+    """A resource whose ``create`` is guarded (also through ``with_raw_response``)."""
 
-    __slots__ = ("_api",)
+    __slots__ = ("_api", "_raw_view")
 
-    def __init__(self, owner: _Wrapped, path: tuple[str, ...], api: Api) -> None:
+    def __init__(
+        self, owner: _Wrapped, path: tuple[str, ...], api: Api, raw_view: bool = False
+    ) -> None:
         super().__init__(owner, path)
         self._api = api
+        self._raw_view = raw_view
+
+    def _original(self) -> Any:
+        resource = super()._original()
+        return resource.with_raw_response if self._raw_view else resource
+
+    def _target(self) -> Any:
+        """The SDK method a guarded call sends through: on the no-retry client copy."""
+        resource = _walk(self._owner._raw, self._path)
+        return resource.with_raw_response.create if self._raw_view else resource.create
+
+    @property
+    def with_raw_response(self) -> _Create:
+        """``create`` returns the SDK's raw response (headers, ``parse()``), still budgeted."""
+        return type(self)(self._owner, self._path, self._api, raw_view=True)
 
     def create(self, **kwargs: Any) -> Any:
         owner = self._owner
-        target = self._resource(owner._raw).create
-        return invoke(owner._settings, self._api, kwargs, target)
+        return invoke(owner._settings, self._api, kwargs, self._target(), self._raw_view)
 
 
 class _AsyncCreate(_Create):
@@ -126,8 +184,7 @@ class _AsyncCreate(_Create):
 
     async def create(self, **kwargs: Any) -> Any:
         owner = self._owner
-        target = self._resource(owner._raw).create
-        return await ainvoke(owner._settings, self._api, kwargs, target)
+        return await ainvoke(owner._settings, self._api, kwargs, self._target(), self._raw_view)
 
 
 class _Wrapped:
@@ -165,6 +222,22 @@ class _Wrapped:
         return f"<execbudget.wrap({type(self._client).__name__})>"
 
 
+class _RawRoot:
+    """``client.with_raw_response``: the guarded resources' raw views, the rest passed on."""
+
+    __slots__ = ("_guarded", "_owner")
+
+    def __init__(self, owner: _Wrapped, guarded: dict[str, Any]) -> None:
+        self._owner = owner
+        self._guarded = guarded
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        found = self._guarded.get(name)
+        return found if found is not None else getattr(self._owner._client.with_raw_response, name)
+
+
 # -- OpenAI ------------------------------------------------------------------------------
 class _Chat(_Passthrough):
     __slots__ = ("completions",)
@@ -196,7 +269,26 @@ class _AsyncClose(_Wrapped):
         await self.close()
 
 
-class BudgetedOpenAI(_SyncClose):
+class _OpenAIResources:
+    chat: _Chat
+    responses: _Create
+    embeddings: _Create
+
+    @property
+    def with_raw_response(self) -> _RawRoot:
+        """The SDK's raw-response view, with the same calls budgeted."""
+        owner: Any = self
+        return _RawRoot(
+            owner,
+            {
+                "chat": _Chat(owner, self.chat.completions.with_raw_response),
+                "responses": self.responses.with_raw_response,
+                "embeddings": self.embeddings.with_raw_response,
+            },
+        )
+
+
+class BudgetedOpenAI(_OpenAIResources, _SyncClose):
     """``openai.OpenAI`` with chat completions, responses and embeddings budgeted."""
 
     def __init__(self, client: Any, settings: Settings) -> None:
@@ -206,7 +298,7 @@ class BudgetedOpenAI(_SyncClose):
         self.embeddings = _Create(self, ("embeddings",), EMBEDDINGS)
 
 
-class AsyncBudgetedOpenAI(_AsyncClose):
+class AsyncBudgetedOpenAI(_OpenAIResources, _AsyncClose):
     """``openai.AsyncOpenAI`` with chat completions, responses and embeddings budgeted."""
 
     def __init__(self, client: Any, settings: Settings) -> None:
@@ -327,7 +419,17 @@ class AsyncMessageStreamManager:
                 await self._guard.close()
 
 
-class BudgetedAnthropic(_SyncClose):
+class _AnthropicResources:
+    messages: _Create
+
+    @property
+    def with_raw_response(self) -> _RawRoot:
+        """The SDK's raw-response view, with ``messages.create`` budgeted."""
+        owner: Any = self
+        return _RawRoot(owner, {"messages": self.messages.with_raw_response})
+
+
+class BudgetedAnthropic(_AnthropicResources, _SyncClose):
     """``anthropic.Anthropic`` with messages (create and stream) budgeted."""
 
     def __init__(self, client: Any, settings: Settings) -> None:
@@ -335,7 +437,7 @@ class BudgetedAnthropic(_SyncClose):
         self.messages = _Messages(self, ("messages",), MESSAGES)
 
 
-class AsyncBudgetedAnthropic(_AsyncClose):
+class AsyncBudgetedAnthropic(_AnthropicResources, _AsyncClose):
     """``anthropic.AsyncAnthropic`` with messages (create and stream) budgeted."""
 
     def __init__(self, client: Any, settings: Settings) -> None:

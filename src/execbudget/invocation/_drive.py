@@ -14,6 +14,7 @@ being made, the reservation is released as soon as it lands.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -25,6 +26,7 @@ from ._procedure import (
     ChargeRetry,
     Commit,
     Op,
+    Parse,
     ReadRoom,
     Release,
     Send,
@@ -74,6 +76,9 @@ def drive(call: Call, send: Callable[[dict[str, Any]], Any]) -> Any:
                 op.hold.release()
             elif kind is ChargeRetry:
                 enforcer.charge(_RETRY, frame=frame)
+            elif kind is Parse:
+                assert isinstance(op, Parse)
+                value = op.response.parse()
             elif kind is Sleep:
                 assert isinstance(op, Sleep)
                 time.sleep(op.seconds)
@@ -116,6 +121,11 @@ async def adrive(call: Call, send: Callable[[dict[str, Any]], Awaitable[Any]]) -
                 await (shielded(release) if suspends else release)
             elif kind is ChargeRetry:
                 await enforcer.acharge(_RETRY, frame=frame)
+            elif kind is Parse:
+                assert isinstance(op, Parse)
+                value = op.response.parse()
+                if inspect.isawaitable(value):
+                    value = await value
             elif kind is Sleep:
                 assert isinstance(op, Sleep)
                 await asyncio.sleep(op.seconds)

@@ -74,6 +74,13 @@ class Release:
     hold: Hold
 
 
+@dataclass(frozen=True, slots=True)
+class Parse:
+    """``response.parse()`` of a raw response (awaited if the SDK's parse is async)."""
+
+    response: Any
+
+
 class ChargeRetry:
     """Charge one retry on the call's chain (``RetryBudgetExceeded`` when spent)."""
 
@@ -85,7 +92,7 @@ class Sleep:
     seconds: float
 
 
-Op = ReadRoom | TryHold | Send | Commit | Release | ChargeRetry | Sleep
+Op = ReadRoom | TryHold | Send | Parse | Commit | Release | ChargeRetry | Sleep
 READ_ROOM: Final = ReadRoom()
 #: What an answered but unbilled attempt (429, 5xx) costs: one call, nothing else.
 UNBILLED_CALL: Final = {"cost": 0, "tokens": 0, "input_tokens": 0, "output_tokens": 0, "calls": 1}
@@ -143,6 +150,8 @@ class Call:
     enforcer: Enforcer
     frame: Frame | None
     settings: Settings
+    #: Sent through ``with_raw_response``: the response is parsed to settle it.
+    raw: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +174,8 @@ class Started:
 
     stream: Any
     admitted: Admitted
+    #: The raw response it was parsed from (``with_raw_response`` calls), else None.
+    raw_response: Any = None
 
 
 # -- the procedure -----------------------------------------------------------------------
@@ -208,9 +219,10 @@ def call_procedure(call: Call) -> Generator[Op, Any, Any]:
             if delay > 0:
                 yield Sleep(delay)
             continue
+        parsed = (yield Parse(response)) if call.raw else response
         if call.stream:
-            return Started(response, admitted)
-        yield from _settle_response(call, admitted, response)
+            return Started(parsed, admitted, response if call.raw else None)
+        yield from _settle_response(call, admitted, parsed)
         return response
 
 
