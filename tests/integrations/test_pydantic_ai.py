@@ -135,7 +135,7 @@ async def test_the_capability_charges_steps_and_tool_calls(
     await client.close()
 
 
-def test_a_model_without_a_client_is_refused_unless_trusted() -> None:
+async def test_a_model_without_a_client_is_refused_unless_trusted() -> None:
     def answer(messages: list[Any], info: AgentInfo) -> Any:
         from pydantic_ai.messages import ModelResponse, TextPart
 
@@ -147,8 +147,8 @@ def test_a_model_without_a_client_is_refused_unless_trusted() -> None:
         {"scopes": [{"match": "run:t", "limits": {"calls": 1}}]}, "memory://"
     )
     agent: Agent[None, str] = Agent(BudgetedModel(FunctionModel(answer), trust_unwrapped=True))
-    with execbudget.run("t"):
-        assert agent.run_sync("hi").output == "ok"
+    async with execbudget.run("t"):
+        assert (await agent.run("hi")).output == "ok"
         with pytest.raises(StepBudgetExceeded):
-            agent.run_sync("again")
+            await agent.run("again")
     assert spent(enforcer, "calls") == 1

@@ -28,6 +28,12 @@ MESSAGES = [{"role": "user", "content": "anything"}]
 
 @pytest.fixture
 def hanging(fake_provider: FakeProvider) -> Iterator[FakeProvider]:
+    # The first call of a process loads the tokenizer's encoding (~0.5 s, CPU-bound, in the
+    # caller's thread): warm it up so the measurement is of the deadline, not of that.
+    execbudget.wrap(fake_provider.openai()).chat.completions.create(
+        model="gpt-4o-mini", messages=MESSAGES, max_tokens=1
+    )
+    fake_provider.reset()
     fake_provider.configure(hang=True)
     execbudget.configure(
         {"scopes": [{"match": "run:slow", "limits": {"time": "0.5s"}}]}, "memory://"
