@@ -266,7 +266,12 @@ class Queries:
             f"INSERT INTO {s}.eb_line (scope, win, dim, lim, blocked) VALUES (%s, %s, %s, 0, %s)"
             " ON CONFLICT (scope, win, dim) DO UPDATE SET blocked = excluded.blocked"
         )
-        self.purge = f"DELETE FROM {s}.eb_hold WHERE state <> 'held' AND settled_ms < %s"
+        # SKIP LOCKED: concurrent purges split the work instead of deadlocking on each
+        # other's rows; a tombstone being read by a late retry is left for the next purge.
+        self.purge = (
+            f"DELETE FROM {s}.eb_hold WHERE rid IN (SELECT rid FROM {s}.eb_hold"
+            " WHERE state <> 'held' AND settled_ms < %s FOR UPDATE SKIP LOCKED)"
+        )
         self.now = f"SELECT {s}.eb_now_ms()"
         self.installed = f"SELECT version FROM {s}.eb_migrations"
         self.lock = "SELECT pg_advisory_xact_lock(hashtext('execbudget.migrate'), hashtext(%s))"
