@@ -40,6 +40,9 @@ __all__ = ["Gateway", "create_app"]
 
 log = logging.getLogger("execbudget.gateway")
 
+#: One model per tokenizer family the gateway counts with (o200k, cl100k, Claude's estimate).
+_WARM_MODELS = ("gpt-4o-mini", "gpt-4", "claude-3-5-haiku-latest")
+
 
 def _presented_key(request: Request) -> str | None:
     auth = request.headers.get("authorization")
@@ -86,6 +89,13 @@ class Gateway:
         if self._kill_watch is None:
             self._kill_watch = KillWatch(self.ledger, self.config.kill_poll_s)
         return self._kill_watch
+
+    def warm_up(self) -> None:
+        """Load tokenizers and prices now, so the first request does not pay ~1 s for them."""
+        for model in _WARM_MODELS:
+            with contextlib.suppress(Exception):
+                self.counter.count_text("warm up", model)
+                self.book.price(model)
 
     def start(self) -> None:
         """Start the reaper (idempotent; needs a running loop)."""
@@ -224,6 +234,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await asyncio.to_thread(gateway.warm_up)
         gateway.start()
         try:
             yield

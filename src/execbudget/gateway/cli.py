@@ -135,6 +135,8 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         if args.workers < 1:
             raise ConfigurationError("--workers must be at least 1")
+        if args.fd is not None and args.workers != 1:
+            raise ConfigurationError("--fd serves one process; drop --workers")
         if args.workers > 1 and arguments["ledger"].startswith("memory:"):
             raise ConfigurationError(
                 "--workers > 1 needs a shared ledger (sqlite:///, redis://, postgresql://): "
@@ -148,12 +150,19 @@ def _serve(args: argparse.Namespace) -> int:
     common: dict[str, Any] = {
         "host": args.host,
         "port": args.port,
-        "fd": args.fd,
         "log_config": None,
         "access_log": False,
         "timeout_graceful_shutdown": 10,
     }
-    if args.workers == 1:
+    if args.fd is not None:
+        # uvicorn's own fd= path assumes a Unix socket, so asyncio never sets TCP_NODELAY
+        # and every answer waits ~40 ms on Nagle; wrap the inherited socket as what it is.
+        import socket
+
+        sock = socket.socket(fileno=args.fd)
+        server = uvicorn.Server(uvicorn.Config(create_app(config), **common))
+        server.run(sockets=[sock])
+    elif args.workers == 1:
         uvicorn.run(create_app(config), **common)
     else:
         os.environ[_ENV] = json.dumps(arguments)
