@@ -27,7 +27,7 @@ from starlette.routing import Route
 
 from ..errors import BudgetExceeded, LedgerUnavailable, UnpricedModelError
 from ..invocation._apis import CHAT, EMBEDDINGS, MESSAGES, RESPONSES, Api
-from ..invocation._procedure import Call, Started
+from ..invocation._procedure import DEFAULT_TIMEOUT_S, TTL_MARGIN_S, Call, Started
 from ..invocation._settle import StreamMeter
 from ..units import Dimension, units_to_money
 from .admission import CallRecord, LineBooks, drive_call, least_rooms, read_lines
@@ -194,6 +194,8 @@ class Exchange:
     upstream_s: float | None = None
     outcome: str | None = None
     record: CallRecord = field(default_factory=CallRecord)
+    #: The request body, kept only when the operator set ``log_bodies``.
+    body: Any = None
 
     def fields(self, gateway: Gateway) -> dict[str, Any]:
         currency = gateway.policy.currency
@@ -226,6 +228,9 @@ class Exchange:
             out["charged"] = _readable(self.record.charged, currency)
         if self.record.overrun:
             out["overrun"] = True
+        if self.body is not None:
+            text = json.dumps(self.body, ensure_ascii=False, default=str)
+            out["request_body"] = text if len(text) <= 16_384 else text[:16_384] + "…"
         if self.denial is not None:
             out["denial"] = {
                 "scope": self.denial.scope,
@@ -371,6 +376,8 @@ async def _model_call(
     try:
         ex.key = key = gateway.authenticate(request)
         body = await read_json(request, gateway.config.max_body_bytes)
+        if gateway.config.log_bodies:
+            ex.body = body
         model, stream = check_body(api, body)
         ex.model, ex.stream = model, stream
         if not gateway.pool.has(provider):
@@ -574,7 +581,10 @@ def _stream(
     headers["cache-control"] = "no-cache"
     headers.update(budget_headers(gateway, ex, books, settled=False))
     ex.status, ex.decision = 200, "admitted"
-    ttl = max(gateway.policy.hold_ttl_s, 60.0)
+    # The hold was made with the invocation layer's TTL (the request timeout plus a
+    # margin); a stream renews it at that length while it runs.
+    timeout = admitted.timeout_s or gateway.settings.client_timeout_s or DEFAULT_TIMEOUT_S
+    ttl = max(gateway.policy.hold_ttl_s, timeout + TTL_MARGIN_S)
 
     async def on_done(
         outcome: StreamOutcome, denial: BudgetExceeded | None, charged: dict[str, int] | None
