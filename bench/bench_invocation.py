@@ -4,10 +4,14 @@ The invocation layer's cost and effect, against the fake provider in a child pro
     python -m bench.bench_invocation [--calls N] [--quick]
 
 1. **Added latency** of a wrapped call over an unwrapped one (SQLite ledger, target p50
-   ≤ 0.3 ms). Raw and wrapped calls alternate so drift and load hit both alike. Two
-   figures: the difference of the two p50s (end to end, noisy on a loaded machine), and
-   the wrapper's own time per call (everything but the SDK call itself: count, plan,
-   hold, settle), which is what the wrapper adds and is not drowned by HTTP jitter.
+   ≤ 0.3 ms; memory ledger for the wrapper's own share). Raw and wrapped calls alternate
+   so drift and load hit both alike. Figures: the difference of the two p50s (end to
+   end, noisy on a loaded machine); the wrapper's own time per call (everything but the
+   SDK call itself: count, plan, hold, settle), which is what the wrapper adds and is not
+   drowned by HTTP jitter; the same in CPU time of the calling thread (what the wrapper
+   costs when the machine is not shared: wall time on a loaded machine also counts the
+   time the process waits for a core); and, interleaved, a bare ledger hold+commit of the
+   same chain, the part of the wrapper's time that is the ledger's two transactions.
 2. **Budget utilisation at exhaustion**: many concurrent callers each call until they are
    denied; spent / limit when all have stopped, with clamping (``degradation: clamp``)
    and with holds that are not clamped (``deny``), for budgets of several sizes. Two
@@ -52,6 +56,7 @@ class _SendTimer:
 
     def __init__(self) -> None:
         self.last = 0.0
+        self.last_cpu = 0.0
         self._drive = _clients.drive
 
     def install(self) -> None:
@@ -59,11 +64,12 @@ class _SendTimer:
 
         def drive(call: Any, send: Any) -> Any:
             def timed(kw: dict[str, Any]) -> Any:
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.thread_time()
                 try:
                     return send(kw)
                 finally:
                     timer.last = time.perf_counter() - t0
+                    timer.last_cpu = time.thread_time() - c0
 
             return timer._drive(call, timed)
 
@@ -73,7 +79,7 @@ class _SendTimer:
         _clients.drive = self._drive
 
 
-def added_latency(fp: FakeProvider, calls: int, tmp: Path) -> dict[str, Any]:
+def added_latency(fp: FakeProvider, calls: int, tmp: Path, ledger: str) -> dict[str, Any]:
     policy = {
         "scopes": [
             {
@@ -84,7 +90,8 @@ def added_latency(fp: FakeProvider, calls: int, tmp: Path) -> dict[str, Any]:
             {"match": "team:*", "limits": {"cost": {"day": "1000 USD"}}},
         ]
     }
-    enforcer = Enforcer(policy, f"sqlite:///{tmp}/latency.db")
+    url = "memory://" if ledger == "memory" else f"sqlite:///{tmp}/latency.db"
+    enforcer = Enforcer(policy, url)
     raw = fp.openai()
     wrapped = execbudget.wrap(fp.openai(), enforcer=enforcer)
     timer = _SendTimer()
@@ -92,36 +99,45 @@ def added_latency(fp: FakeProvider, calls: int, tmp: Path) -> dict[str, Any]:
     raw_s: list[float] = []
     wrapped_s: list[float] = []
     own_s: list[float] = []
+    own_cpu_s: list[float] = []
+    ledger_s: list[float] = []
+    amounts = {"cost": Decimal("0.00002"), "tokens": 80, "input_tokens": 16, "calls": 1}
+    actual = {"cost": Decimal("0.00001"), "tokens": 24, "input_tokens": 16, "calls": 1}
     try:
         with enforcer.scope("team", "bench"), enforcer.run("latency"):
             for i in range(calls + 50):
                 t0 = time.perf_counter()
                 raw.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=8)
-                t1 = time.perf_counter()
+                t1, c1 = time.perf_counter(), time.thread_time()
                 wrapped.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=8)
-                t2 = time.perf_counter()
+                t2, c2 = time.perf_counter(), time.thread_time()
+                enforcer.hold(amounts).commit(actual)  # the ledger's share: the same two ops
+                t3 = time.perf_counter()
                 if i >= 50:  # warm-up: encodings, price data, connections
                     raw_s.append(t1 - t0)
                     wrapped_s.append(t2 - t1)
                     own_s.append((t2 - t1) - timer.last)
+                    own_cpu_s.append((c2 - c1) - timer.last_cpu)
+                    ledger_s.append(t3 - t2)
     finally:
         timer.uninstall()
         raw.close()
         wrapped.close()  # type: ignore[attr-defined]
         enforcer.close()
-    raw_s.sort()
-    wrapped_s.sort()
-    own_s.sort()
+    for values in (raw_s, wrapped_s, own_s, own_cpu_s, ledger_s):
+        values.sort()
     ms = 1000.0
     return emit(
-        "invocation.latency.sqlite.sync",
+        f"invocation.latency.{ledger}.sync",
         calls=calls,
         raw_p50_ms=round(percentile(raw_s, 0.5) * ms, 3),
         wrapped_p50_ms=round(percentile(wrapped_s, 0.5) * ms, 3),
         added_p50_ms=round((percentile(wrapped_s, 0.5) - percentile(raw_s, 0.5)) * ms, 3),
         wrapper_own_p50_ms=round(percentile(own_s, 0.5) * ms, 3),
         wrapper_own_p99_ms=round(percentile(own_s, 0.99) * ms, 3),
-        chain="team (day window) + run: cost, tokens, calls",
+        wrapper_own_cpu_p50_ms=round(percentile(own_cpu_s, 0.5) * ms, 3),
+        ledger_hold_commit_p50_ms=round(percentile(ledger_s, 0.5) * ms, 3),
+        chain="team (day window) + run: cost, tokens, calls (4 lines)",
         load=_load(),
     )
 
@@ -224,7 +240,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     results = [emit("machine", **machine(), load_at_start=_load())]
     with tempfile.TemporaryDirectory() as tmp, FakeProvider(process=True) as fp:
         path = Path(tmp)
-        results.append(added_latency(fp, calls, path))
+        results.append(added_latency(fp, calls, path, "sqlite"))
+        results.append(added_latency(fp, calls, path, "memory"))
         results.append(asyncio.run(added_latency_async(fp, calls // 2, path)))
         # budgets that are not a whole number of worst-case calls (the usual case)
         sizes = [10.5] if args.quick else [4.6, 10.5, 40.3]

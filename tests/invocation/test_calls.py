@@ -175,6 +175,20 @@ def test_an_unpriced_model_is_denied_unless_the_policy_prices_it(
     assert spent(priced, "cost") > 0
 
 
+def test_an_unpriced_model_passes_where_no_money_is_budgeted(
+    sdk: Clients, fp: FakeProvider, make_enforcer: MakeEnforcer
+) -> None:
+    enforcer = make_enforcer(run_limits({"tokens": 10_000}))
+    client = execbudget.wrap(sdk.openai(), enforcer=enforcer)
+    with enforcer.run("t"):
+        client.chat.completions.create(model="acme-llm-9", messages=HELLO, max_tokens=5)
+    assert spent(enforcer, "tokens") == fp.requests[-1].input_tokens + 5  # type: ignore[operator]
+    capped = make_enforcer(run_limits({"tokens": 10_000}, {"max_cost": "0.01 USD"}))
+    client = execbudget.wrap(sdk.openai(), enforcer=capped)
+    with capped.run("t"), pytest.raises(UnpricedModelError):
+        client.chat.completions.create(model="acme-llm-9", messages=HELLO, max_tokens=5)
+
+
 def test_a_response_without_usage_is_counted_locally(
     sdk: Clients, fp: FakeProvider, make_enforcer: MakeEnforcer
 ) -> None:

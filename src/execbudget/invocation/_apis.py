@@ -35,8 +35,17 @@ def given(value: Any) -> bool:
     return value is not None and type(value).__name__ not in ("NotGiven", "Omit")
 
 
+def _flat_dicts(value: Any) -> bool:
+    """A list of dicts of strings (the common message list): already plain, keep it."""
+    return type(value) is list and all(
+        type(item) is dict and all(type(v) is str for v in item.values()) for item in value
+    )
+
+
 def plain(value: Any) -> Any:
     """Request data as plain JSON-like values (pydantic objects dumped, iterables listed)."""
+    if _flat_dicts(value):
+        return value
     if isinstance(value, str | int | float | bool) or value is None:
         return value
     if isinstance(value, Mapping):

@@ -14,13 +14,18 @@ drift from the first.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final, Literal
 
-from ..errors import BudgetExceeded, DeadlineExceeded, ExecBudgetError
+from ..errors import BudgetExceeded, DeadlineExceeded, ExecBudgetError, UnpricedModelError
+from ..policy import CallCaps
 from ..pricing import ModelPrice, PriceBook, TokenCounter
 from ..pricing.catalog import find_model
+from ..scopes import limited_dimensions
+from ..units import Dimension
 from ._apis import Api, OutputTally, given
 from ._failures import Failure, backoff_s, classify
 from ._plan import CallRequest, Plan, plan_call, request_timeout, should_downgrade
@@ -117,6 +122,9 @@ class Settings:
     backoff_base_s: float = 0.5
     backoff_max_s: float = 8.0
     client_timeout_s: float | None = None
+    _prices: dict[tuple[int, str], tuple[int, PriceBook, ModelPrice]] = field(
+        default_factory=dict, repr=False
+    )
 
     def mode(self, enforcer: Enforcer) -> tuple[Mode, str | None]:
         spec = enforcer.policy.spec.degradation
@@ -128,7 +136,18 @@ class Settings:
         The model's rate card. The SDK's provider is used as a hint only when the bare
         name has no bundled price and the provider-qualified one does (OpenAI embedding
         models are only found that way); otherwise the book decides, fallbacks included.
+        Rate cards are kept for the rest of the UTC day (prices change by date).
         """
+        day = int(time.time() // 86_400)
+        cached = self._prices.get((id(book), model))
+        if cached is not None and cached[0] == day and cached[1] is book:
+            return cached[2]
+        price = self._resolve_price(book, model, provider)
+        if len(self._prices) < 1024:
+            self._prices[(id(book), model)] = (day, book, price)
+        return price
+
+    def _resolve_price(self, book: PriceBook, model: str, provider: str) -> ModelPrice:
         key = (provider, model)
         hint = _PROVIDER_HINTS.get(key, "?")
         if hint == "?":
@@ -241,7 +260,7 @@ def _admit(
     denial: BudgetExceeded | None = None
     for index, name in enumerate(models):
         request = api.describe(kwargs, name, settings.counter)
-        price = settings.price(book, name, api.provider)
+        price = _price_or_deny(settings, book, name, api, frame, caps)
         sized = request.has_output and (
             mode == "clamp" or index > 0 or request.requested_output is None
         )
@@ -281,6 +300,34 @@ def _admit(
             break
     assert denial is not None
     raise denial
+
+
+def _price_or_deny(
+    settings: Settings,
+    book: PriceBook,
+    model: str,
+    api: Api,
+    frame: Frame | None,
+    caps: CallCaps,
+) -> ModelPrice:
+    """
+    The model's price; an unpriced model is denied (fail closed) whenever money is
+    budgeted on the chain or capped per call. Where nothing budgets money, its price
+    cannot matter and the call is held on its other dimensions at a zero rate.
+    """
+    try:
+        return settings.price(book, model, api.provider)
+    except UnpricedModelError:
+        if caps.max_cost is not None or Dimension.COST in limited_dimensions(frame):
+            raise
+        return ModelPrice(
+            model=model,
+            provider=api.provider,
+            currency=book.currency,
+            input_per_mtok=Decimal(0),
+            output_per_mtok=Decimal(0),
+            source="unpriced: no money budget on the chain",
+        )
 
 
 def _settle_failure(admitted: Admitted, failure: Failure) -> Generator[Op, Any, None]:
