@@ -31,7 +31,7 @@ from .ledger import (
     denial_error,
 )
 from .policy import CallCaps, Policy, ScopeLimits
-from .scopes import CURRENT, Frame, call_caps, iter_chain, plan_lines
+from .scopes import CURRENT, Frame, call_caps, iter_chain, plan_lines, plan_lines_cached
 from .units import Dimension, check_units, dimension, money_to_units, parse_money
 
 if TYPE_CHECKING:
@@ -257,6 +257,10 @@ class Enforcer:
         """Amounts as ledger integers: money (Decimal or '0.05 USD') for cost, else counts."""
         units: dict[str, int] = {}
         for name, value in amounts.items():
+            # the hot path (steps, retries, tool calls: small ints) skips the enum lookup
+            if name in _COUNT_DIMS and type(value) is int and 0 <= value <= _MAX_UNITS:
+                units[name] = value
+                continue
             dim = dimension(name)
             if dim is Dimension.COST:
                 money = parse_money(value, currency=self.policy.currency, what="cost")
@@ -301,9 +305,13 @@ class Enforcer:
     ) -> tuple[dict[str, int], list[LineRequest], OnExpiry]:
         units = self.to_units(amounts)
         self.check_deadline(frame)
-        lines = plan_lines(frame, units, self.clock.now_ms(), self.policy.timezone)
-        charge = any(f.limits.on_expiry is OnExpiry.CHARGE for f in iter_chain(frame))
-        on_expiry = OnExpiry.CHARGE if charge else self.policy.spec.on_expiry
+        if frame is None:
+            return units, [], self.policy.spec.on_expiry
+        lines = plan_lines_cached(frame, units, self.clock.now_ms(), self.policy.timezone)
+        on_expiry = frame.on_expiry
+        if on_expiry is None:
+            charge = any(f.limits.on_expiry is OnExpiry.CHARGE for f in iter_chain(frame))
+            on_expiry = frame.on_expiry = OnExpiry.CHARGE if charge else self.policy.spec.on_expiry
         return units, lines, on_expiry
 
     def granted(
@@ -368,7 +376,22 @@ class Enforcer:
 
     def charge(self, amounts: Amounts, *, frame: Frame | None = None) -> None:
         """Spend ``amounts`` now (a step, a retry, a tool call), or raise the denial."""
-        self.hold(amounts, frame=frame, charge_now=True)
+        # The hot path of the agent loop: the same steps as try_hold, without building a
+        # Decision and a settled Hold nobody reads.
+        if frame is None:
+            frame = CURRENT.get()
+        units, lines, on_expiry = self.prepare(amounts, frame)
+        if not lines:
+            return
+        try:
+            _, outcome = self.ledger.try_reserve(
+                lines, ttl_s=self.policy.hold_ttl_s, on_expiry=on_expiry, charge_now=True
+            )
+        except LedgerUnavailable as exc:
+            self.unavailable(exc, units, True)
+            return
+        if outcome.denial is not None:
+            raise denial_error(outcome.denial, lines, self.policy.currency)
 
     # -- async ---------------------------------------------------------------------------
     async def atry_hold(
@@ -452,3 +475,6 @@ def _least_room(wanted: Mapping[LineKey, int], found: list[list[LineState]]) -> 
 
 
 _ALL_LEDGER_DIMS = [d.value for d in Dimension if d not in (Dimension.DEPTH, Dimension.TIME)]
+#: dimensions counted in plain integers (everything held but money)
+_COUNT_DIMS = frozenset(_ALL_LEDGER_DIMS) - {Dimension.COST.value}
+_MAX_UNITS = 2**62

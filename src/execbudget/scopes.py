@@ -41,6 +41,12 @@ class Frame:
     attrs: dict[str, Any] = field(default_factory=dict)
     # window → (id, end_ms or None, valid_until_ms): window ids change rarely; cache them
     _windows: dict[Window, tuple[str, int | None, int]] = field(default_factory=dict)
+    # dimensions of an action → (valid_until_ms, line skeletons): the lines of the chain an
+    # action of those dimensions lands on only change when a window rolls over, so the
+    # hot path (a step, a tool call, a retry) does not re-walk the chain each time
+    _plans: dict[tuple[str, ...], tuple[int, tuple[_Skeleton, ...]]] = field(default_factory=dict)
+    # the expiry rule of a hold on this chain (charge if any scope says so); set on first use
+    on_expiry: Any = None
 
     def chain(self) -> list[Frame]:
         """Outermost first."""
@@ -96,6 +102,39 @@ def plan_lines(
                 wid, end_ms = f.window(window, now_ms, tz)
                 out.append(LineRequest(LineKey(f.key, wid, dim), limit, amount, end_ms))
     return out
+
+
+#: (line key, limit, dimension, window end ms): a planned line without its amount
+_Skeleton = tuple[LineKey, int, str, "int | None"]
+_NO_END = 2**62
+_MAX_PLANS = 64
+
+
+def plan_lines_cached(
+    frame: Frame | None, amounts: Mapping[str, int], now_ms: int, tz: str
+) -> list[LineRequest]:
+    """
+    ``plan_lines`` with the chain walk cached on the frame per set of dimensions.
+
+    The skeleton of the plan (which lines, with which limits and window ids) depends only
+    on the chain, the dimensions and the current windows; it is rebuilt when the earliest
+    window among its lines ends. The amounts are filled in on every call.
+    """
+    if frame is None:
+        return []
+    dims = tuple(amounts)
+    entry = frame._plans.get(dims)
+    if entry is None or now_ms >= entry[0]:
+        lines = plan_lines(frame, dict.fromkeys(dims, 0), now_ms, tz)
+        valid = _NO_END
+        for line in lines:
+            if line.window_end_ms is not None and line.window_end_ms < valid:
+                valid = line.window_end_ms
+        skeleton = tuple((ln.key, ln.limit, ln.key.dimension, ln.window_end_ms) for ln in lines)
+        entry = (valid, skeleton)
+        if len(frame._plans) < _MAX_PLANS:
+            frame._plans[dims] = entry
+    return [LineRequest(key, limit, amounts[dim], end) for key, limit, dim, end in entry[1]]
 
 
 def call_caps(frame: Frame | None) -> CallCaps:
