@@ -223,6 +223,10 @@ class Lattice:
         return np.asarray(self.theta + 2j * np.pi * k / self.m, dtype=np.complex128)
 
     @cached_property
+    def _k(self) -> IntArray:
+        return np.arange(self.m, dtype=np.int64)
+
+    @cached_property
     def _roots(self) -> ComplexArray:
         return np.exp(-2j * np.pi * np.arange(self.m) / self.m).astype(np.complex128)
 
@@ -233,7 +237,7 @@ class Lattice:
 
     def power(self, n: int) -> ComplexArray:
         """The transform of a point mass at lattice index ``n`` (a whole number)."""
-        idx = (np.arange(self.m, dtype=np.int64) * (int(n) % self.m)) % self.m
+        idx = (self._k * (int(n) % self.m)) % self.m
         return np.asarray(math.exp(-self.theta * n) * self._roots[idx], dtype=np.complex128)
 
     def point(self, x: float) -> ComplexArray:

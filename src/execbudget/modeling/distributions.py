@@ -94,8 +94,9 @@ class _Dist(BaseModel):
         w, m1, m2 = (ck[i_hi] - ck[i_lo] for ck in c)
         return w, m1, m2
 
-    def atoms(self, bins: int = 32, edges: tuple[float, ...] = ()) -> Atoms:
-        """A discrete stand-in that matches the mean and variance inside every bin."""
+    def atoms(self, bins: int = 32, edges: tuple[float, ...] = (), *, tails: bool = True) -> Atoms:
+        """A discrete stand-in that matches the mean and variance inside every bin
+        (``tails``: also narrow bins far in the tails, where nonlinear costs bite)."""
         raise NotImplementedError
 
     def quantile(self, q: float) -> float:
@@ -135,11 +136,11 @@ class _Dist(BaseModel):
         The mass of ``scale·X + shift`` restricted to ``lo < X <= hi`` on the lattice
         ``k·h, k = 0..m-1``.
 
-        Continuous variables get the mass of the cell ``[(k-½)h, (k+½)h)`` (exact
-        discretisation through the cdf); discrete ones are split linearly between the two
-        nearest lattice points, which keeps the mean exact. Mass past the end of the lattice
-        is put in the last cell so nothing is lost silently; the transform engine checks
-        that this mass is negligible.
+        Every value is split linearly between its two neighbouring lattice points, which
+        keeps the mean exact: discrete values directly, continuous ones cell by cell through
+        the cell's mass and first partial moment (local moment matching). Mass past the end
+        of the lattice goes to the last point so nothing is lost silently; the transform
+        engine checks that it is negligible.
         """
         out = np.zeros(m)
         support = self.discrete_support()
@@ -152,14 +153,12 @@ class _Dist(BaseModel):
             values = (scale * support.points[keep] + shift) / h
             _spread(out, values, support.weights[keep])
             return out
-        cells = (np.arange(m + 1) - 0.5) * h
-        x = np.clip((cells - shift) / scale, lo, hi)
-        c = self.cdf(x)
-        out[:] = np.diff(c)
-        bottom = float(self.cdf(np.array([lo]))[0]) if math.isfinite(lo) else 0.0
-        top = float(self.cdf(np.array([hi]))[0]) if math.isfinite(hi) else 1.0
-        out[0] += max(float(c[0]) - bottom, 0.0)
-        out[-1] += max(top - float(c[-1]), 0.0)
+        x = np.clip((np.arange(m) * h - shift) / scale, lo, hi)
+        edges = np.concatenate([[lo], x, [hi]])
+        w, m1, _ = self.partial_moments(edges[:-1], edges[1:])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            pos = np.where(w > 0, (scale * m1 / np.where(w > 0, w, 1.0) + shift) / h, 0.0)
+        _spread(out, pos, w)
         return np.maximum(out, 0.0)
 
 
@@ -227,7 +226,7 @@ class Fixed(_Dist):
     def cdf(self, x: FloatArray) -> FloatArray:
         return (_as_array(x) >= self.value).astype(np.float64)
 
-    def atoms(self, bins: int = 32, edges: tuple[float, ...] = ()) -> Atoms:
+    def atoms(self, bins: int = 32, edges: tuple[float, ...] = (), *, tails: bool = True) -> Atoms:
         return Atoms.point(self.value)
 
     def discrete_support(self) -> Atoms:
@@ -337,11 +336,12 @@ class LogNormal(_Dist):
     def upper(self) -> float:
         return math.inf if self.max is None else self.max
 
-    def atoms(self, bins: int = 32, edges: tuple[float, ...] = ()) -> Atoms:
+    def atoms(self, bins: int = 32, edges: tuple[float, ...] = (), *, tails: bool = True) -> Atoms:
         """Equiprobable bins in z, refined in both tails out to ±7σ, plus the given edges;
         two atoms per bin."""
         z = list(special.ndtri(np.linspace(0.0, 1.0, max(bins, 2) + 1)[1:-1]))
-        z += [s * t for t in _TAIL_Z for s in (-1.0, 1.0)]
+        if tails:
+            z += [s * t for t in _TAIL_Z for s in (-1.0, 1.0)]
         z += [float(v) for v in self._z(np.array([e for e in edges if e > 0]))]
         zmax = math.inf
         if self.max is not None:
@@ -399,7 +399,7 @@ class _Count(_Dist):
         x = _as_array(x)
         return np.asarray(self._frozen().cdf(np.floor(x) - self.offset), dtype=np.float64)
 
-    def atoms(self, bins: int = 32, edges: tuple[float, ...] = ()) -> Atoms:
+    def atoms(self, bins: int = 32, edges: tuple[float, ...] = (), *, tails: bool = True) -> Atoms:
         return self._support
 
     def quantile(self, q: float) -> float:
@@ -512,7 +512,7 @@ class Empirical(_Dist):
         s = self._sorted
         return np.searchsorted(s, _as_array(x), side="right") / s.shape[0]
 
-    def atoms(self, bins: int = 32, edges: tuple[float, ...] = ()) -> Atoms:
+    def atoms(self, bins: int = 32, edges: tuple[float, ...] = (), *, tails: bool = True) -> Atoms:
         if self._unique.points.shape[0] <= _EXACT_EMPIRICAL:
             return self._unique
         s = self._sorted

@@ -77,6 +77,8 @@ class LoopKernel:
     latency: AnyDist | None = None
     tool_latency: AnyDist | None = None
     inner_bins: int = 24
+    #: Coarser atoms for the transform, whose cost grows with every inner point.
+    transform_bins: int = 4
 
     @property
     def tokens(self) -> bool:
@@ -171,7 +173,7 @@ class LoopKernel:
         e1, e2, ej = rt.ok_moment(1 + f * j), rt.ok_moment((1 + f * j) ** 2), rt.ok_moment(j)
         ones = np.ones((1, k_max))
         counters = {
-            STEPS: (1.0, 0.0, 1.0, 0.0),
+            STEPS: (1.0, 1.0, 1.0, 0.0),
             CALLS: (rt.ok_moment(j + 1), rt.ok_moment((j + 1) ** 2), r + 1.0, 0.0),
             RETRIES: (ej, rt.ok_moment(j**2), float(r), 0.0),
             TOOL_CALLS: (float(self.n_tools), self.n_tools**2, 0.0, 0.0),
@@ -447,8 +449,8 @@ class LoopKernel:
         if dim not in (COST, TOKENS) or not self.tokens or (dim == COST and not self.priced):
             return self._chain(lambda _k: (1 - qx) * ones, lambda _k: qx * ones, k_max, lat)
         assert self.c0 is not None and self.out is not None
-        a0 = _inner(self.c0.base, self.inner_bins)
-        ag = _inner(self.growth.base, self.inner_bins)
+        a0 = _inner(self.c0.base, self.transform_bins, tails=False)
+        ag = _inner(self.growth.base, self.transform_bins, tails=False)
         c_o = float(self.out.shift(env)[0])
         ok_mix = np.zeros(lat.m, dtype=np.complex128)
         ex_mix = np.zeros(lat.m, dtype=np.complex128)
@@ -558,8 +560,8 @@ class LoopKernel:
         return min(worst, max_cost)
 
 
-def _inner(dist: AnyDist, bins: int) -> Atoms:
-    return Atoms.point(dist.value) if isinstance(dist, Fixed) else dist.atoms(bins)
+def _inner(dist: AnyDist, bins: int, *, tails: bool = True) -> Atoms:
+    return Atoms.point(dist.value) if isinstance(dist, Fixed) else dist.atoms(bins, tails=tails)
 
 
 __all__ = ["LoopKernel"]

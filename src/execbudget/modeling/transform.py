@@ -160,7 +160,7 @@ def distribution(
     m: int = 1 << 16,
     upper: float | None = None,
     bins: int = 16,
-    sigmas: float = 15.0,
+    sigmas: float = 25.0,
 ) -> TransformResult:
     """
     The exact pmf of a run's total ``dim`` (``cost``, ``tokens`` or a counter).
