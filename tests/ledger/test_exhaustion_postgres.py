@@ -13,6 +13,7 @@ global lock order holds.
 from __future__ import annotations
 
 import multiprocessing
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -67,6 +68,16 @@ def race(jobs: list[tuple[Any, str]]) -> tuple[int, int, int]:
     return (sum(r[0] for r in results), sum(r[1] for r in results), sum(r[2] for r in results))
 
 
+def check_every_worker_finished(url: str, grants: int) -> None:
+    """
+    A worker thread that died (a deadlock or any other error) would not report its
+    grants, so the log would hold more reserves than the workers' totals.
+    """
+    with Ledger.from_url(url) as ledger:
+        kinds = Counter(e.kind for e in ledger.events(0, 10**7))
+    assert kinds == {"reserve": grants, "commit": grants}
+
+
 def _prepare(url: str) -> None:
     with Ledger.from_url(url) as ledger:  # migrate once, before the race
         ledger.set_limit(LineKey("org:hot", "total", "cost"), ORG_OVERRIDE)
@@ -80,6 +91,7 @@ def test_postgres_exhaustion_zero_overshoot(schema: str) -> None:
     committed, grants, denials = race([(process_main, url)] * PROCESSES)
     assert grants > ORG_OVERRIDE // MAX_AMOUNT and denials >= PROCESSES * WORKERS
     check_books(url, committed)
+    check_every_worker_finished(url, grants)
     assert _deadlocks() == deadlocks, "a deadlock (40P01) happened during the race"
 
 
@@ -92,4 +104,5 @@ def test_postgres_exhaustion_two_hosts_share_one_budget(schema: str) -> None:
     committed, grants, denials = race(host_a + host_b)
     assert grants > ORG_OVERRIDE // MAX_AMOUNT and denials >= PROCESSES * WORKERS
     check_books(url, committed)
+    check_every_worker_finished(url, grants)
     assert _deadlocks() == deadlocks, "a deadlock (40P01) happened during the race"
