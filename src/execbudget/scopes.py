@@ -44,7 +44,7 @@ class Frame:
     # dimensions of an action → (valid_until_ms, line skeletons): the lines of the chain an
     # action of those dimensions lands on only change when a window rolls over, so the
     # hot path (a step, a tool call, a retry) does not re-walk the chain each time
-    _plans: dict[tuple[str, ...], tuple[int, tuple[_Skeleton, ...]]] = field(default_factory=dict)
+    _plans: dict[tuple[str, ...], _Plan] = field(default_factory=dict)
     # the expiry rule of a hold on this chain (charge if any scope says so); set on first use
     on_expiry: Any = None
 
@@ -108,6 +108,18 @@ def plan_lines(
 _Skeleton = tuple[LineKey, int, str, "int | None"]
 _NO_END = 2**62
 _MAX_PLANS = 64
+_MAX_MEMO = 8
+
+
+@dataclass(slots=True)
+class _Plan:
+    """The cached plan of one set of dimensions on a frame (see ``plan_lines_cached``)."""
+
+    valid_until_ms: int
+    skeleton: tuple[_Skeleton, ...]
+    # amounts → the planned lines, for the few amount vectors that repeat (a step is
+    # always {"steps": 1}); the lists are shared, so callers never mutate them
+    memo: dict[tuple[int, ...], list[LineRequest]] = field(default_factory=dict)
 
 
 def plan_lines_cached(
@@ -123,18 +135,25 @@ def plan_lines_cached(
     if frame is None:
         return []
     dims = tuple(amounts)
-    entry = frame._plans.get(dims)
-    if entry is None or now_ms >= entry[0]:
+    plan = frame._plans.get(dims)
+    if plan is None or now_ms >= plan.valid_until_ms:
         lines = plan_lines(frame, dict.fromkeys(dims, 0), now_ms, tz)
         valid = _NO_END
         for line in lines:
             if line.window_end_ms is not None and line.window_end_ms < valid:
                 valid = line.window_end_ms
         skeleton = tuple((ln.key, ln.limit, ln.key.dimension, ln.window_end_ms) for ln in lines)
-        entry = (valid, skeleton)
+        plan = _Plan(valid, skeleton)
         if len(frame._plans) < _MAX_PLANS:
-            frame._plans[dims] = entry
-    return [LineRequest(key, limit, amounts[dim], end) for key, limit, dim, end in entry[1]]
+            frame._plans[dims] = plan
+    values = tuple(amounts.values())
+    found = plan.memo.get(values)
+    if found is not None:
+        return found
+    planned = [LineRequest(key, limit, amounts[dim], end) for key, limit, dim, end in plan.skeleton]
+    if len(plan.memo) < _MAX_MEMO:
+        plan.memo[values] = planned
+    return planned
 
 
 def call_caps(frame: Frame | None) -> CallCaps:

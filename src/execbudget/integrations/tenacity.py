@@ -36,7 +36,8 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     raise missing("tenacity") from exc
 
 from ..errors import BudgetExceeded
-from ..scopes import CURRENT, Frame, limited_dimensions
+from ..ledger import LineRequest, LineState
+from ..scopes import CURRENT, Frame, limited_dimensions, plan_lines_cached
 from ..units import Dimension
 
 if TYPE_CHECKING:
@@ -100,8 +101,24 @@ class stop_on_budget(stop_base):  # noqa: N801 - tenacity's naming (stop_after_a
         return left <= retry_state.upcoming_sleep
 
     @staticmethod
-    def _exhausted(room: dict[str, int], watched: list[Dimension]) -> bool:
-        return any(room.get(d.value, 1) <= 0 for d in watched)
+    def _scopes(frame: Frame, watched: list[Dimension]) -> tuple[list[LineRequest], set[str]]:
+        enforcer = frame.enforcer
+        lines = plan_lines_cached(
+            frame, dict.fromkeys(watched, 0), enforcer.clock.now_ms(), enforcer.policy.timezone
+        )
+        return lines, {line.key.scope for line in lines}
+
+    @staticmethod
+    def _exhausted(lines: list[LineRequest], states: list[LineState]) -> bool:
+        """Whether any watched line has no room left (a line never used has all of it)."""
+        found = {state.key: state for state in states}
+        for line in lines:
+            state = found.get(line.key)
+            if state is not None and (state.blocked or state.remaining <= 0):
+                return True
+            if state is None and line.limit <= 0:
+                return True
+        return False
 
     def __call__(self, retry_state: RetryCallState) -> bool:
         if _denied(retry_state):
@@ -112,7 +129,11 @@ class stop_on_budget(stop_base):  # noqa: N801 - tenacity's naming (stop_after_a
         if self._out_of_time(frame, retry_state):
             return True
         watched = self._watched(frame)
-        return bool(watched) and self._exhausted(frame.enforcer.remaining(frame), watched)
+        if not watched:
+            return False
+        lines, scopes = self._scopes(frame, watched)
+        ledger = frame.enforcer.ledger
+        return self._exhausted(lines, [s for scope in scopes for s in ledger.lines(scope)])
 
 
 class astop_on_budget(stop_on_budget):  # noqa: N801
@@ -127,7 +148,12 @@ class astop_on_budget(stop_on_budget):  # noqa: N801
         if self._out_of_time(frame, retry_state):
             return True
         watched = self._watched(frame)
-        return bool(watched) and self._exhausted(await frame.enforcer.aremaining(frame), watched)
+        if not watched:
+            return False
+        lines, scopes = self._scopes(frame, watched)
+        ledger = frame.enforcer.aledger
+        states = [s for scope in scopes for s in await ledger.lines(scope)]
+        return self._exhausted(lines, states)
 
 
 class retry_unless_denied(retry_base):  # noqa: N801
