@@ -271,3 +271,18 @@ def test_a_long_stream_extends_its_hold(
         (extended,) = enforcer.ledger.holds()
         assert extended.expires_at_ms >= record.expires_at_ms + 59_000
         stream.close()
+
+
+async def test_the_async_message_stream_helper_is_metered(
+    fp: FakeProvider, make_enforcer: MakeEnforcer
+) -> None:
+    fp.configure(output_tokens=500)
+    enforcer = make_enforcer(LIMITS)
+    async with execbudget.wrap(fp.async_anthropic(), enforcer=enforcer) as client:
+        async with enforcer.run("t"):
+            manager = client.messages.stream(model=HAIKU, max_tokens=500, messages=HELLO)
+            async with manager as stream:
+                text = [piece async for piece in stream.text_stream]
+                final = await stream.get_final_message()
+    assert text and final.usage.output_tokens == 20 and fp.requests[-1].body["max_tokens"] == 20
+    assert spent(enforcer, "tokens") == final.usage.input_tokens + 20

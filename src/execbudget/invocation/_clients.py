@@ -324,19 +324,20 @@ class _AsyncMessages(_AsyncCreate):
         return AsyncMessageStreamManager(self._owner, kwargs)
 
 
-def _swap_raw_stream(message_stream: Any, guard: Any) -> None:
-    """Let the SDK's MessageStream read its events through our guard.
+_NO_RAW_STREAM = (
+    "this anthropic SDK's MessageStream has no _raw_stream to meter; use "
+    "messages.create(stream=True) with execbudget.wrap"
+)
+
+
+def _raw_stream(message_stream: Any) -> Any:
+    """The raw event stream the SDK's MessageStream reads (None if the SDK changed).
 
     ``MessageStream`` reads ``self._raw_stream`` lazily, on the first event, so replacing
     it before any event is read meters everything the helper (text_stream, until_done,
     get_final_message) consumes.
     """
-    if not hasattr(message_stream, "_raw_stream"):  # pragma: no cover - SDK changed
-        raise RuntimeError(
-            "this anthropic SDK's MessageStream has no _raw_stream; use "
-            "messages.create(stream=True) with execbudget.wrap"
-        )
-    message_stream._raw_stream = guard
+    return getattr(message_stream, "_raw_stream", None)
 
 
 class MessageStreamManager:
@@ -360,9 +361,13 @@ class MessageStreamManager:
         result = drive(call, send)
         assert isinstance(result, Started)
         self._manager, message_stream = result.stream
-        raw = message_stream._raw_stream
+        raw = _raw_stream(message_stream)
+        if raw is None:  # pragma: no cover - a future SDK; never leave the hold behind
+            self._manager.__exit__(None, None, None)
+            result.admitted.hold.commit(None)
+            raise RuntimeError(_NO_RAW_STREAM)
         self._guard = BudgetedStream(raw, *_guard_args(call, result))
-        _swap_raw_stream(message_stream, self._guard)
+        message_stream._raw_stream = self._guard
         return message_stream
 
     def __exit__(
@@ -400,9 +405,13 @@ class AsyncMessageStreamManager:
         result = await adrive(call, send)
         assert isinstance(result, Started)
         self._manager, message_stream = result.stream
-        raw = message_stream._raw_stream
+        raw = _raw_stream(message_stream)
+        if raw is None:  # pragma: no cover - a future SDK; never leave the hold behind
+            await self._manager.__aexit__(None, None, None)
+            await result.admitted.hold.acommit(None)
+            raise RuntimeError(_NO_RAW_STREAM)
         self._guard = AsyncBudgetedStream(raw, *_guard_args(call, result))
-        _swap_raw_stream(message_stream, self._guard)
+        message_stream._raw_stream = self._guard
         return message_stream
 
     async def __aexit__(
