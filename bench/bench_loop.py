@@ -7,8 +7,9 @@ The agent-loop layer's overhead, and concurrent delegates against a peer framewo
    SQLite): a step (``run.step()`` and one iteration of ``for step in run.steps()``), a
    tool call (``@execbudget.tool``), a retry check: ``run.retry()`` and tenacity's
    ``charge_retries`` hook (the charge that enforces), and separately tenacity's
-   ``stop_on_budget`` (a read of the room left, made once per failed attempt). Each on a one-line chain (a run
-   with a step/tool/retry limit) and a three-line chain (org → team → run, all limited).
+   ``stop_on_budget`` (a read of the room left, made once per failed attempt). Each on a
+   one-line chain (a run with a step/tool/retry limit) and a three-line chain (org → team
+   → run, all limited).
    Reported per operation: wall time (median of several batches) and the calling thread's
    CPU time (``thread_time``: what the action costs when the machine is not shared; on a
    loaded machine wall time also counts waiting for a core). Baselines: the same action

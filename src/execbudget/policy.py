@@ -364,17 +364,15 @@ class Policy:
                     _item_cost(rule.fan_out.item_cost, spec.currency, f"{where}.fan_out", problems),
                 )
             rules.append(
-                _Rule(
-                    rule.match, ScopeLimits(lines, depth, time_ms, caps, rule.on_expiry, fan_out)
-                )
+                _Rule(rule.match, ScopeLimits(lines, depth, time_ms, caps, rule.on_expiry, fan_out))
             )
         #: the policy-wide estimate of one fan-out branch, in nano-units (None: no estimate)
         self.fan_out_item_cost = _item_cost(
             spec.fan_out.item_cost, spec.currency, "fan_out", problems
         )
-        self._price_overrides = problems.run(
-            "pricing.models", _price_overrides, spec.pricing.models
-        ) or {}
+        self._price_overrides = (
+            problems.run("pricing.models", _price_overrides, spec.pricing.models) or {}
+        )
         if spec.degradation.mode == "downgrade" and not spec.degradation.model:
             problems.items.append(
                 "degradation.model: mode 'downgrade' needs the name of the cheaper model"

@@ -15,7 +15,6 @@ import execbudget
 from execbudget import BudgetExceeded, FanOutExceeded, StepBudgetExceeded, TokenBudgetExceeded
 from execbudget.integrations.openai_agents import (
     BudgetedModelProvider,
-    BudgetHooks,
     as_tool,
     chat_model,
     run_agent,

@@ -168,7 +168,7 @@ def as_tool(
 
 
 def unwrap_denial(error: BaseException) -> BaseException:
-    """The ``BudgetExceeded`` behind an SDK ``UserError("Error running tool ...")``, else ``error``."""
+    """The ``BudgetExceeded`` behind the SDK's ``UserError("Error running tool ...")``."""
     seen = 0
     cause: BaseException | None = error
     while cause is not None and seen < 8:

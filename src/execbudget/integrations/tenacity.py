@@ -77,7 +77,7 @@ def _denied(retry_state: RetryCallState) -> bool:
     )
 
 
-class stop_on_budget(stop_base):  # noqa: N801 - tenacity's naming (stop_after_attempt, ...)
+class stop_on_budget(stop_base):
     """
     Stop retrying when a re-attempt could not be afforded, or its sleep ends past the deadline.
 
@@ -136,7 +136,7 @@ class stop_on_budget(stop_base):  # noqa: N801 - tenacity's naming (stop_after_a
         return self._exhausted(lines, [s for scope in scopes for s in ledger.lines(scope)])
 
 
-class astop_on_budget(stop_on_budget):  # noqa: N801
+class astop_on_budget(stop_on_budget):
     """``stop_on_budget`` reading the async ledger (for ``AsyncRetrying``)."""
 
     async def __call__(self, retry_state: RetryCallState) -> bool:  # type: ignore[override]
@@ -156,7 +156,7 @@ class astop_on_budget(stop_on_budget):  # noqa: N801
         return self._exhausted(lines, states)
 
 
-class retry_unless_denied(retry_base):  # noqa: N801
+class retry_unless_denied(retry_base):
     """Retry when ``inner`` says so, but never after a ``BudgetExceeded``."""
 
     def __init__(self, inner: retry_base | Callable[[RetryCallState], bool] | None = None) -> None:
@@ -168,7 +168,7 @@ class retry_unless_denied(retry_base):  # noqa: N801
         return bool(self.inner(retry_state))
 
 
-class charge_retries:  # noqa: N801
+class charge_retries:
     """
     A tenacity ``before`` hook: charge one ``retries`` before each attempt after the first.
 
@@ -187,7 +187,7 @@ class charge_retries:  # noqa: N801
             frame.enforcer.charge(_ONE_RETRY, frame=frame)
 
 
-class acharge_retries(charge_retries):  # noqa: N801
+class acharge_retries(charge_retries):
     """``charge_retries`` over the async ledger (for ``AsyncRetrying``)."""
 
     async def __call__(self, retry_state: RetryCallState) -> None:  # type: ignore[override]
@@ -198,7 +198,7 @@ class acharge_retries(charge_retries):  # noqa: N801
             await frame.enforcer.acharge(_ONE_RETRY, frame=frame)
 
 
-class _astop_any(stop_base):  # noqa: N801
+class _astop_any(stop_base):
     """``a | b`` for stop conditions when one of them is async (tenacity's is sync only)."""
 
     def __init__(self, *stops: Any) -> None:

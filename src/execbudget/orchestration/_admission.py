@@ -20,8 +20,9 @@ whole scope chain:
 The admitted count is then *held* on ``fan_out`` atomically (two fan-outs racing for the
 same room cannot both pass) and settled with the number of branches actually started.
 
-The logic is a generator that yields I/O requests (``ReadLines``, ``TryHold``, ``Release``) and receives
-their answers, so the sync and async faces share it (DESIGN §7; psycopg's style).
+The logic is a generator that yields I/O requests (``ReadLines``, ``TryHold``, ``Release``)
+and receives their answers, so the sync and async faces share it (DESIGN §7; psycopg's
+style).
 """
 
 from __future__ import annotations

@@ -41,10 +41,10 @@ def deadline_error(frame: Frame) -> DeadlineExceeded:
     now = enforcer.clock.monotonic()
     owner = frame
     for f in frame.chain():
-        if f.limits.time_ms is not None and frame.deadline is not None:
-            if abs(f.started + f.limits.time_ms / 1000 - frame.deadline) < 1e-6:
-                owner = f
-                break
+        ends = None if f.limits.time_ms is None else f.started + f.limits.time_ms / 1000
+        if ends is not None and frame.deadline is not None and abs(ends - frame.deadline) < 1e-6:
+            owner = f
+            break
     limit_ms = owner.limits.time_ms
     return DeadlineExceeded(
         scope=owner.key,
