@@ -18,6 +18,8 @@ The invocation layer's cost and effect, against the fake provider in a child pro
    workloads: answers that use their whole ``max_tokens`` (only the end-of-budget gap
    differs) and answers that use 30% of it (unclamped worst-case holds also deny callers
    while the budget is not spent).
+3. ``--accuracy``: held input / billed input per request on the token-count corpus of
+   ``tests/invocation/test_bounds.py`` (run from the repository root).
 """
 
 from __future__ import annotations
@@ -230,12 +232,79 @@ async def utilisation(
     )
 
 
+# -- 3. accuracy of the held input ----------------------------------------------------------
+def accuracy(fp: FakeProvider) -> list[dict[str, Any]]:
+    """Held input / billed input on the corpus of tests/invocation/test_bounds.py."""
+    from tests.invocation.test_bounds import (
+        POLICY,
+        TEXTS,
+        anthropic_requests,
+        chat_requests,
+        reserved_and_charged,
+    )
+
+    out = []
+    for family in ("gpt-4o-mini", "gpt-4", "claude-haiku-4-5", "claude-opus-4-7", "embeddings"):
+        fp.reset()
+        fp.configure(output_tokens=40, tool_call_policy="never")
+        enforcer = Enforcer(POLICY, "memory://")
+        with enforcer.run("corpus"):
+            if family.startswith("claude"):
+                with execbudget.wrap(fp.anthropic(), enforcer=enforcer) as ant:  # type: ignore[attr-defined]
+                    for request in anthropic_requests():
+                        ant.messages.create(model=family, max_tokens=64, **request)
+                        for _ in ant.messages.create(
+                            model=family, max_tokens=64, stream=True, **request
+                        ):
+                            pass
+            else:
+                with execbudget.wrap(fp.openai(), enforcer=enforcer) as client:  # type: ignore[attr-defined]
+                    if family == "embeddings":
+                        for text in TEXTS:
+                            client.embeddings.create(
+                                model="text-embedding-3-small", input=[text, text[:9]]
+                            )
+                    else:
+                        for request in chat_requests(family):
+                            client.chat.completions.create(model=family, max_tokens=64, **request)
+                        for text in TEXTS:
+                            client.responses.create(model=family, input=text, instructions="Hi.")
+                            message = [{"role": "user", "content": text}]
+                            for _ in client.chat.completions.create(
+                                model=family, messages=message, stream=True
+                            ):
+                                pass
+        records = fp.requests
+        pairs = reserved_and_charged(enforcer)
+        ratios = [
+            h["input_tokens"] / (r.input_tokens or 1)
+            for (h, _), r in zip(pairs, records, strict=True)
+        ]
+        out.append(
+            emit(
+                "invocation.accuracy",
+                model=family,
+                requests=len(ratios),
+                held_over_billed_min=round(min(ratios), 3),
+                held_over_billed_median=round(statistics.median(ratios), 3),
+                held_over_billed_max=round(max(ratios), 3),
+                under_counts=sum(1 for x in ratios if x < 1),
+                overrun_lines=sum(1 for line in enforcer.status() if line.overrun),
+            )
+        )
+    return out
+
+
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser = argparse.ArgumentParser()
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--callers", type=int, default=32)
     parser.add_argument("--quick", action="store_true", help="fewer calls, one budget size")
+    parser.add_argument("--accuracy", action="store_true", help="only the held-input accuracy")
     args = parser.parse_args(argv)
+    if args.accuracy:
+        with FakeProvider() as fp:
+            return accuracy(fp)
     calls = 300 if args.quick else args.calls
     results = [emit("machine", **machine(), load_at_start=_load())]
     with tempfile.TemporaryDirectory() as tmp, FakeProvider(process=True) as fp:
