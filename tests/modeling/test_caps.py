@@ -7,7 +7,15 @@ import math
 import numpy as np
 import pytest
 
-from execbudget.modeling import Analysis, CapSet, DerivedCap, analyze, graph_from_dict, nice_up, worst_case
+from execbudget.modeling import (
+    Analysis,
+    CapSet,
+    DerivedCap,
+    analyze,
+    graph_from_dict,
+    nice_up,
+    worst_case,
+)
 from execbudget.modeling.common import CALLS, COST, N_DIMS
 from execbudget.modeling.simcaps import sequence
 
@@ -55,7 +63,11 @@ WORKFLOW = {
         "agent": {
             "kind": "agent_loop",
             "model": "big",
-            "context": {"initial": {"from": "q", "plus": 3000}, "growth_per_step": {"dist": "lognormal", "median": 1500, "sigma": 0.8}, "max": 120000},
+            "context": {
+                "initial": {"from": "q", "plus": 3000},
+                "growth_per_step": {"dist": "lognormal", "median": 1500, "sigma": 0.8},
+                "max": 120000,
+            },
             "output_tokens": {"dist": "lognormal", "median": 300, "sigma": 0.6},
             "continue_p": 0.85,
             "stuck": {"share": 0.1, "continue_p": 0.96},
@@ -114,8 +126,17 @@ def test_the_worst_case_bounds_every_capped_run(analysis: Analysis) -> None:
 def test_worst_case_walk_by_hand() -> None:
     model = build(
         {
-            "a": {"kind": "model", "cost": 0.01, "retry": {"p_fail": 0.2, "max_retries": 2}, "next": "b"},
-            "b": {"kind": "model", "cost": 0.02, "next": [{"to": "b", "p": 0.5}, {"to": "done", "p": "rest"}]},
+            "a": {
+                "kind": "model",
+                "cost": 0.01,
+                "retry": {"p_fail": 0.2, "max_retries": 2},
+                "next": "b",
+            },
+            "b": {
+                "kind": "model",
+                "cost": 0.02,
+                "next": [{"to": "b", "p": 0.5}, {"to": "done", "p": "rest"}],
+            },
         }
     )
     caps = CapSet(truncation=0.001)

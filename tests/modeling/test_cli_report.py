@@ -32,7 +32,21 @@ def run(argv: list[str]) -> int:
 def test_json_policy_and_figures(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     policy, png, svg = tmp_path / "p.yaml", tmp_path / "f.png", tmp_path / "f.svg"
     graph = str(EXAMPLES / "seed.yaml")
-    code = run(["model", graph, "--runs", "5000", "--seed", "3", "--json", "--emit-policy", str(policy), "--plot", str(png)])
+    code = run(
+        [
+            "model",
+            graph,
+            "--runs",
+            "5000",
+            "--seed",
+            "3",
+            "--json",
+            "--emit-policy",
+            str(policy),
+            "--plot",
+            str(png),
+        ]
+    )
     assert code == 0
     data = json.loads(capsys.readouterr().out)
     assert data["workflow"] == "seed" and data["currency"] == "USD" and data["runs"] == 5000
@@ -52,7 +66,19 @@ def test_errors_exit_with_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     bad.write_text("name: x\nentry: a\nnodes:\n  a: {kind: tool, next: nowhere}\n")
     assert run(["model", str(bad), "--runs", "100"]) == 2
     assert "node 'a': next goes to 'nowhere'" in capsys.readouterr().err
-    assert run(["model", str(EXAMPLES / "seed.yaml"), "--runs", "100", "--plot", str(tmp_path / "x.pdf")]) == 2
+    assert (
+        run(
+            [
+                "model",
+                str(EXAMPLES / "seed.yaml"),
+                "--runs",
+                "100",
+                "--plot",
+                str(tmp_path / "x.pdf"),
+            ]
+        )
+        == 2
+    )
     assert run(["model", str(tmp_path / "missing.yaml")]) == 2
     assert run(["model", str(EXAMPLES / "seed.yaml"), "--runs", "0"]) == 2
 
@@ -62,7 +88,15 @@ def test_render_and_json_cover_every_section() -> None:
     console = Console(record=True, width=140)
     render(a, console)
     text = console.export_text()
-    for part in ("Run cost", "Cost per node", "research/search", "Derived caps", "Enforcement", "Sensitivity", "concurrency"):
+    for part in (
+        "Run cost",
+        "Cost per node",
+        "research/search",
+        "Derived caps",
+        "Enforcement",
+        "Sensitivity",
+        "concurrency",
+    ):
         assert part in text
     data = to_json(a)
     json.dumps(data)  # plain data only

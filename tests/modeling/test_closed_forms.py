@@ -15,7 +15,17 @@ from .conftest import build
 
 def test_geometric_loop() -> None:
     p, c = 0.3, 0.004
-    mom = exact_moments(build({"v": {"kind": "tool", "cost": c, "next": [{"to": "v", "p": p}, {"to": "done", "p": "rest"}]}}))
+    mom = exact_moments(
+        build(
+            {
+                "v": {
+                    "kind": "tool",
+                    "cost": c,
+                    "next": [{"to": "v", "p": p}, {"to": "done", "p": "rest"}],
+                }
+            }
+        )
+    )
     assert mom.mean[0] == pytest.approx(c / (1 - p), rel=1e-12)
     assert mom.var[0] == pytest.approx(c * c * p / (1 - p) ** 2, rel=1e-10)
     assert mom.visits["v"] == pytest.approx(1 / (1 - p))
@@ -24,7 +34,15 @@ def test_geometric_loop() -> None:
 def test_truncated_geometric_retries() -> None:
     p, r, f, c = 0.2, 3, 0.5, 0.01
     mom = exact_moments(
-        build({"a": {"kind": "model", "cost": c, "retry": {"p_fail": p, "max_retries": r, "failed_cost": f}}})
+        build(
+            {
+                "a": {
+                    "kind": "model",
+                    "cost": c,
+                    "retry": {"p_fail": p, "max_retries": r, "failed_cost": f},
+                }
+            }
+        )
     )
     # success after j failures (prob (1-p) p^j): cost c(1 + f j); all r+1 fail: c f (r+1)
     probs = [(1 - p) * p**j for j in range(r + 1)] + [p ** (r + 1)]
@@ -43,7 +61,18 @@ def test_binomial_retries_over_independent_items() -> None:
     n, p = 10, 0.15
     model = build(
         {"fan": {"kind": "fan_out", "count": n, "item": "call"}},
-        subgraphs={"call": {"entry": "x", "nodes": {"x": {"kind": "model", "cost": 0.001, "retry": {"p_fail": p, "max_retries": 1, "on_exhaust": "continue"}}}}},
+        subgraphs={
+            "call": {
+                "entry": "x",
+                "nodes": {
+                    "x": {
+                        "kind": "model",
+                        "cost": 0.001,
+                        "retry": {"p_fail": p, "max_retries": 1, "on_exhaust": "continue"},
+                    }
+                },
+            }
+        },
     )
     mom = exact_moments(model)
     assert mom.mean[4] == pytest.approx(n * p)
@@ -71,8 +100,18 @@ def test_compound_fan_out() -> None:
 def test_tiered_call_matches_integration() -> None:
     """Input lognormal across the 200k tier: the whole call is priced at the tier it lands in."""
     mom = exact_moments(
-        build({"a": {"kind": "model", "model": "big", "input_tokens": {"dist": "lognormal", "median": 120_000, "sigma": 0.6}, "output_tokens": 1000}})
+        build(
+            {
+                "a": {
+                    "kind": "model",
+                    "model": "big",
+                    "input_tokens": {"dist": "lognormal", "median": 120_000, "sigma": 0.6},
+                    "output_tokens": 1000,
+                }
+            }
+        )
     )
+
     def cost(z: float) -> float:
         x = 120_000 * math.exp(0.6 * z)
         return (x * 3 + 1000 * 15) / 1e6 if x <= 200_000 else (x * 6 + 1000 * 22.5) / 1e6
@@ -95,10 +134,22 @@ def test_loop_with_linear_context_growth() -> None:
     """S geometric, step k sends c0 + (k-1)Δ tokens: E[C] = (c0·r + o·r_o)/(1-c) + Δ·r·c/(1-c)²."""
     c, c0, d, o = 0.8, 5000.0, 1500.0, 400.0
     mom = exact_moments(
-        build({"a": {"kind": "agent_loop", "model": "small", "context": {"initial": c0, "growth_per_step": d}, "output_tokens": o, "continue_p": c}})
+        build(
+            {
+                "a": {
+                    "kind": "agent_loop",
+                    "model": "small",
+                    "context": {"initial": c0, "growth_per_step": d},
+                    "output_tokens": o,
+                    "continue_p": c,
+                }
+            }
+        )
     )
     r, ro = 0.25e-6, 2e-6
-    assert mom.mean[0] == pytest.approx((c0 * r + o * ro) / (1 - c) + d * r * c / (1 - c) ** 2, rel=1e-10)
+    assert mom.mean[0] == pytest.approx(
+        (c0 * r + o * ro) / (1 - c) + d * r * c / (1 - c) ** 2, rel=1e-10
+    )
     assert mom.mean[2] == pytest.approx(1 / (1 - c))
     assert mom.var[2] == pytest.approx(c / (1 - c) ** 2)
 
@@ -155,7 +206,11 @@ def test_step_counts_are_phase_type() -> None:
 def test_branch_mixture_variance() -> None:
     model = build(
         {
-            "a": {"kind": "tool", "cost": 0.01, "next": [{"to": "b", "p": 0.3}, {"to": "done", "p": "rest"}]},
+            "a": {
+                "kind": "tool",
+                "cost": 0.01,
+                "next": [{"to": "b", "p": 0.3}, {"to": "done", "p": "rest"}],
+            },
             "b": {"kind": "tool", "cost": 0.05},
         }
     )

@@ -92,5 +92,5 @@ def test_empirical_cdf_and_quantiles() -> None:
     assert d.cdf(np.array([2.0]))[0] == 0.5
     assert d.upper() == 4.0
     assert d.integer
-    with pytest.raises(ValueError, match="values .*or file"):
+    with pytest.raises(ValueError, match=r"values .*or file"):
         Empirical()

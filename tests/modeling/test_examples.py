@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from execbudget.modeling import Analysis, analyze, exact_moments, compile_graph, load_graph, policy_text
+from execbudget.modeling import (
+    Analysis,
+    analyze,
+    compile_graph,
+    exact_moments,
+    load_graph,
+    policy_text,
+)
 from execbudget.policy import Policy
 from execbudget.units import Dimension
 from execbudget.windows import Window
@@ -19,7 +26,13 @@ RUNS = 30_000
 
 
 def test_the_issue_examples_are_all_there() -> None:
-    assert {f.stem for f in FILES} >= {"seed", "seed_clean_path", "seed_retry_path", "research", "coding"}
+    assert {f.stem for f in FILES} >= {
+        "seed",
+        "seed_clean_path",
+        "seed_retry_path",
+        "research",
+        "coding",
+    }
 
 
 @pytest.fixture(scope="module", params=FILES, ids=lambda p: p.stem)
@@ -67,20 +80,33 @@ def test_policy_loads_and_matches_the_caps(analysis: Analysis, tmp_path: Path) -
     else:
         assert day[Window.DAY] == int(Decimal(str(caps.daily_cost)) * 10**9)
     text = path.read_text()
-    assert f"seed {analysis.sim.seed}" in text and f"runs: {RUNS}" in text and "truncation target" in text
+    assert (
+        f"seed {analysis.sim.seed}" in text
+        and f"runs: {RUNS}" in text
+        and "truncation target" in text
+    )
 
 
 def test_seed_workflow_by_hand() -> None:
     mom = exact_moments(compile_graph(load_graph(EXAMPLES / "seed.yaml")))
     attempts = 1 + 0.05 + 0.05**2 + 0.05**3
     reach_formatter = 1 - 0.05**4  # four failed reasoning attempts fail the run
-    want = 0.002 + 0.004 + 0.001 + 0.15 * 0.004 + 0.008 * attempts + (0.003 + 0.003 / 0.8) * reach_formatter
+    want = (
+        0.002
+        + 0.004
+        + 0.001
+        + 0.15 * 0.004
+        + 0.008 * attempts
+        + (0.003 + 0.003 / 0.8) * reach_formatter
+    )
     assert float(mom.mean[0]) == pytest.approx(want, rel=1e-12)
     assert want == pytest.approx(0.022771, abs=1e-6)
     assert mom.p_fail == pytest.approx(0.05**4)
 
 
-@pytest.mark.parametrize(("name", "total"), [("seed_clean_path", 0.021), ("seed_retry_path", 0.042)])
+@pytest.mark.parametrize(
+    ("name", "total"), [("seed_clean_path", 0.021), ("seed_retry_path", 0.042)]
+)
 def test_deterministic_paths_cost_their_items(name: str, total: float) -> None:
     a = analyze(EXAMPLES / f"{name}.yaml", runs=2000, seed=0)
     assert float(a.exact.mean[0]) == pytest.approx(total, abs=1e-15)

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from execbudget.modeling import BookPricer, GraphError, compile_graph, exact_moments, graph_from_dict
+from execbudget.modeling import (
+    BookPricer,
+    GraphError,
+    compile_graph,
+    exact_moments,
+    graph_from_dict,
+)
 from execbudget.pricing import PriceBook
 
 
@@ -36,7 +42,9 @@ def test_graph_and_node_prices_override_the_book() -> None:
                 "a": call("gpt-4o-mini", next="b"),
                 "b": call("gpt-4o-mini", price={"input_per_mtok": 10, "output_per_mtok": 20}),
             },
-            "prices": {"gpt-4o-mini": {"input_per_mtok": 1, "output_per_mtok": 2, "source": "contract"}},
+            "prices": {
+                "gpt-4o-mini": {"input_per_mtok": 1, "output_per_mtok": 2, "source": "contract"}
+            },
         }
     )
     model = compile_graph(spec)

@@ -165,7 +165,7 @@ def test_traces_load_from_csv_and_jsonl(tmp_path: Path) -> None:
         "name: t\nentry: a\nenvelope:\n  q: {dist: empirical, file: missing.csv}\n"
         "nodes:\n  a: {kind: tool}\n"
     )
-    with pytest.raises(GraphError, match="envelope variable 'q': trace 'missing.csv'"):
+    with pytest.raises(GraphError, match=r"envelope variable 'q': trace 'missing\.csv'"):
         load_graph(tmp_path / "bad.yaml")
 
 
@@ -185,7 +185,7 @@ def random_graph(draw: st.DrawFn) -> dict[str, Any]:
                 "max_retries": draw(st.integers(0, 3)),
             }
         targets = ([names[i + 1]] if i + 1 < n else ["done"]) + draw(
-            st.lists(st.sampled_from(names[: i + 1] + ["done", "fail"]), max_size=2, unique=True)
+            st.lists(st.sampled_from([*names[: i + 1], "done", "fail"]), max_size=2, unique=True)
         )
         targets = list(dict.fromkeys(targets))
         weights = [draw(st.integers(1, 9)) for _ in targets]

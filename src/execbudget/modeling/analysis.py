@@ -102,7 +102,9 @@ def _checks(exact: ExactMoments, sim: Simulation) -> list[Check]:
         mu = h.mean()
         var = sum(k[i] * (i - mu) ** 2 for i in x if k[i]) / max(h.n - 1, 1)
         half = z * math.sqrt(var / h.n)
-        out.append(Check(f"mean {dim}", float(exact.mean[DIMS.index(dim)]), mu, mu - half, mu + half))
+        out.append(
+            Check(f"mean {dim}", float(exact.mean[DIMS.index(dim)]), mu, mu - half, mu + half)
+        )
     return out
 
 
@@ -174,8 +176,10 @@ def analyze(
     counts = _count_distributions(model, exact) if exact_counts else {}
     timings["transform"] = time.perf_counter() - tick
     eps = truncation if truncation is not None else spec.derive.truncation
-    volume = runs_per_day if runs_per_day is not None else (
-        spec.volume.runs_per_day if spec.volume else None
+    volume = (
+        runs_per_day
+        if runs_per_day is not None
+        else (spec.volume.runs_per_day if spec.volume else None)
     )
     tick = time.perf_counter()
     caps, capped = derive_caps(

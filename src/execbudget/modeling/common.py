@@ -197,7 +197,6 @@ class VisitDraw:
         )
 
 
-
 @dataclass(frozen=True)
 class Lattice:
     """
@@ -213,7 +212,7 @@ class Lattice:
     @staticmethod
     def for_range(upper: float, m: int = 1 << 16, *, integer: bool = False) -> Lattice:
         if integer:
-            m = max(m, 1 << max(int(math.ceil(math.log2(max(upper, 2.0) + 1))), 6))
+            m = max(m, 1 << max(math.ceil(math.log2(max(upper, 2.0) + 1)), 6))
             return Lattice(1.0, m, 10.0 / m)
         return Lattice(upper / m, m, 10.0 / m)
 
@@ -228,7 +227,7 @@ class Lattice:
 
     @cached_property
     def _roots(self) -> ComplexArray:
-        return np.exp(-2j * np.pi * np.arange(self.m) / self.m).astype(np.complex128)
+        return np.asarray(np.exp(-2j * np.pi * np.arange(self.m) / self.m), dtype=np.complex128)
 
     def cf(self, pmf: FloatArray) -> ComplexArray:
         """The (tilted) transform of a pmf on the lattice."""
@@ -256,7 +255,7 @@ class Lattice:
 
     @property
     def values(self) -> FloatArray:
-        return np.arange(self.m) * self.h
+        return np.asarray(np.arange(self.m) * self.h, dtype=np.float64)
 
 
 __all__ = [

@@ -14,11 +14,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-import networkx as nx
 import numpy as np
 
 from ..errors import ExecBudgetError
 from ._arrays import FloatArray, IntArray
+from ._deps import nx
 from .common import NO_RETRY, ZERO, CQty, CRetry
 from .distributions import AnyDist
 from .kernel_call import CallKernel
@@ -261,14 +261,14 @@ class _Compiler:
         label = prefix.rstrip("/")
         kernels = []
         targets, probs, by, edges = [], [], [], []
-        g: nx.DiGraph[int] = nx.DiGraph()
+        g = nx.DiGraph()
         g.add_nodes_from(range(len(names)))
         for i, (name, node) in enumerate(nodes.items()):
             where = f"node {prefix}{name}"
             kernels.append(self.kernel(where, f"{prefix}{name}", name, node))
             table = branch_table(where, node.next, self.problems)
             tgt = np.array(
-                [index[t] if t in index else (DONE if t == "done" else FAIL) for t in table.targets],
+                [index.get(t, DONE if t == "done" else FAIL) for t in table.targets],
                 dtype=np.int64,
             )
             targets.append(tgt)

@@ -27,15 +27,15 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
-from scipy import special, stats
 
 from ._arrays import FloatArray
+from ._deps import nbinom, ndtr, ndtri, poisson
 
 ArrayLike = FloatArray | float
 Moments3 = tuple[FloatArray, FloatArray, FloatArray]
 
 #: z-score of the 99th percentile of a standard normal (p99 → sigma for lognormals).
-Z99 = float(special.ndtri(0.99))
+Z99 = float(ndtri(0.99))
 
 #: Tail mass below which a count distribution's support is cut (the rest is renormalised).
 _COUNT_TAIL = 1e-14
@@ -199,9 +199,9 @@ def _two_point(lo: FloatArray, mean: FloatArray, var: FloatArray, weight: FloatA
 
 def _phi_diff(a: FloatArray, b: FloatArray) -> FloatArray:
     """``Φ(b) − Φ(a)`` computed without cancellation in the upper tail."""
-    upper = special.ndtr(-a) - special.ndtr(-b)
-    lower = special.ndtr(b) - special.ndtr(a)
-    return np.where(a > 0, upper, lower)
+    upper = ndtr(-a) - ndtr(-b)
+    lower = ndtr(b) - ndtr(a)
+    return np.asarray(np.where(a > 0, upper, lower), dtype=np.float64)
 
 
 def _as_array(x: FloatArray | float) -> FloatArray:
@@ -311,7 +311,7 @@ class LogNormal(_Dist):
         live = (top > lo_a) & (top > 0)
         out = [np.where(live, self._raw_partial(za, np.maximum(zb, za), k), 0.0) for k in range(3)]
         if self.max is not None:
-            tail = float(special.ndtr(-self._z(np.array([self.max]))[0]))
+            tail = float(ndtr(-self._z(np.array([self.max]))[0]))
             hit = (lo_a < self.max) & (self.max <= hi_a)
             out = [o + np.where(hit, tail * self.max**k, 0.0) for k, o in enumerate(out)]
         return out[0], out[1], out[2]
@@ -324,13 +324,13 @@ class LogNormal(_Dist):
 
     def cdf(self, x: FloatArray) -> FloatArray:
         x = _as_array(x)
-        c = special.ndtr(self._z(x))
+        c = ndtr(self._z(x))
         if self.max is not None:
             c = np.where(x >= self.max, 1.0, c)
         return np.asarray(c, dtype=np.float64)
 
     def quantile(self, q: float) -> float:
-        value = math.exp(self.mu + self.s * float(special.ndtri(q)))
+        value = math.exp(self.mu + self.s * float(ndtri(q)))
         return value if self.max is None else min(value, self.max)
 
     def upper(self) -> float:
@@ -339,7 +339,7 @@ class LogNormal(_Dist):
     def atoms(self, bins: int = 32, edges: tuple[float, ...] = (), *, tails: bool = True) -> Atoms:
         """Equiprobable bins in z, refined in both tails out to ±7σ, plus the given edges;
         two atoms per bin."""
-        z = list(special.ndtri(np.linspace(0.0, 1.0, max(bins, 2) + 1)[1:-1]))
+        z = list(ndtri(np.linspace(0.0, 1.0, max(bins, 2) + 1)[1:-1]))
         if tails:
             z += [s * t for t in _TAIL_Z for s in (-1.0, 1.0)]
         z += [float(v) for v in self._z(np.array([e for e in edges if e > 0]))]
@@ -357,7 +357,7 @@ class LogNormal(_Dist):
         atoms = _two_point(np.exp(self.mu + self.s * za), m1, var, w)
         if self.max is None:
             return atoms
-        tail = float(special.ndtr(-zmax))
+        tail = float(ndtr(-zmax))
         points = np.append(atoms.points, self.max)
         weights = np.append(atoms.weights * (1.0 - tail), tail)
         return Atoms(points, weights)
@@ -431,7 +431,7 @@ class NegBin(_Count):
         return self.dispersion / (self.dispersion + self.mean_)
 
     def _frozen(self) -> Any:
-        return stats.nbinom(self.dispersion, self.p)
+        return nbinom(self.dispersion, self.p)
 
     def sample(self, rng: np.random.Generator, n: int) -> FloatArray:
         return rng.negative_binomial(self.dispersion, self.p, n).astype(np.float64) + self.offset
@@ -450,7 +450,7 @@ class Poisson(_Count):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     def _frozen(self) -> Any:
-        return stats.poisson(self.mean_)
+        return poisson(self.mean_)
 
     def sample(self, rng: np.random.Generator, n: int) -> FloatArray:
         return rng.poisson(self.mean_, n).astype(np.float64) + self.offset
@@ -510,7 +510,9 @@ class Empirical(_Dist):
 
     def cdf(self, x: FloatArray) -> FloatArray:
         s = self._sorted
-        return np.searchsorted(s, _as_array(x), side="right") / s.shape[0]
+        return np.asarray(
+            np.searchsorted(s, _as_array(x), side="right") / s.shape[0], dtype=np.float64
+        )
 
     def atoms(self, bins: int = 32, edges: tuple[float, ...] = (), *, tails: bool = True) -> Atoms:
         if self._unique.points.shape[0] <= _EXACT_EMPIRICAL:

@@ -165,6 +165,7 @@ class CallKernel:
             if inp is not None:
                 pre[inp > caps.max_input_tokens] = DENY_INPUT
             if priced and math.isfinite(caps.max_cost):
+                assert inp is not None
                 fixed = inp * hold_in + fee
                 with np.errstate(divide="ignore", invalid="ignore"):
                     room = np.where(b > 0, (caps.max_cost - fixed) / b, np.inf)
@@ -222,7 +223,8 @@ class CallKernel:
             draw.max_hold = np.where(ran & np.isfinite(hold), hold, 0.0)
         draw.clamped |= np.bincount(ko, weights=clamped_att[keep], minlength=n) > 0
         if self.latency is not None:
-            draw.time = np.bincount(ko, weights=self.latency.sample(rng, int(keep.sum())), minlength=n)
+            lat = self.latency.sample(rng, int(keep.sum()))
+            draw.time = np.asarray(np.bincount(ko, weights=lat, minlength=n), dtype=np.float64)
         draw.outcome = np.where(exh, EXHAUSTED, 0).astype(np.int8)
         draw.denied = np.where(pre >= 0, pre, run_denied).astype(np.int8)
         draw.outcome[draw.denied >= 0] = DENIED

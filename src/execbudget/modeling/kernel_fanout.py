@@ -40,7 +40,9 @@ class FanOutKernel:
         shift = float(self.count.shift(env_row)[0])
         return Atoms(base.points + shift, base.weights)
 
-    def moments(self, env: FloatArray, item_mean: FloatArray, item_second: FloatArray) -> VisitMoments:
+    def moments(
+        self, env: FloatArray, item_mean: FloatArray, item_second: FloatArray
+    ) -> VisitMoments:
         """Visit moments from the item graph's run moments (``(N_DIMS, A)`` each)."""
         a = env.shape[0]
         base = self.count.base

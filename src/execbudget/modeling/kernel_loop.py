@@ -20,6 +20,7 @@ transform multiplies step transforms.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,6 +55,7 @@ _TAIL = 1e-13
 _MAX_K = 20_000
 #: Work per chunk in the exact engine (points × steps).
 _CHUNK = 1_500_000
+_ZERO_COST = Fixed(value=0.0)
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,7 @@ class LoopKernel:
     max_fail: bool = False
     cache: bool = False
     n_tools: int = 0
-    tool_cost: AnyDist = Fixed(value=0.0)
+    tool_cost: AnyDist = _ZERO_COST
     retry: CRetry = NO_RETRY
     latency: AnyDist | None = None
     tool_latency: AnyDist | None = None
@@ -147,9 +149,7 @@ class LoopKernel:
     # -- exact moments -------------------------------------------------------------------
     def moments(self, env: FloatArray) -> VisitMoments:
         n = env.shape[0]
-        dep = any(
-            q is not None and q.env_dependent for q in (self.c0, self.growth, self.out)
-        )
+        dep = any(q is not None and q.env_dependent for q in (self.c0, self.growth, self.out))
         if not dep and n > 1:
             one = self.moments(env[:1])
             return VisitMoments(
@@ -182,16 +182,22 @@ class LoopKernel:
             res = self._accumulate(
                 m1 * ones, (m2 - m1 * m1) * ones, mx * ones, vx * ones, endok, endex, at_max
             )
-            self._store(vm, dim, *(np.repeat(x, n) for x in res), p_ok, p_ex)
+            self._store(vm, dim, tuple(np.repeat(x, n) for x in res), p_ok, p_ex)
         mu_t, var_t = self.tool_cost.mean() * self.n_tools, self.tool_cost.variance() * self.n_tools
         if self.flat is not None:
             mu, var = self.flat.mean(), self.flat.variance()
             m_ok = (e1 * mu + mu_t) * ones
             v_ok = ((e2 - e1 * e1) * mu * mu + (1 + f * f * ej) * var + var_t) * ones
             res = self._accumulate(
-                m_ok, v_ok, f * (r + 1) * mu * ones, f * f * (r + 1) * var * ones, endok, endex, at_max
+                m_ok,
+                v_ok,
+                f * (r + 1) * mu * ones,
+                f * f * (r + 1) * var * ones,
+                endok,
+                endex,
+                at_max,
             )
-            self._store(vm, COST, *(np.repeat(x, n) for x in res), p_ok, p_ex)
+            self._store(vm, COST, tuple(np.repeat(x, n) for x in res), p_ok, p_ex)
         if not self.tokens:
             return vm
         assert self.c0 is not None and self.out is not None
@@ -226,8 +232,8 @@ class LoopKernel:
                     endex,
                     at_max,
                 )
-                mixed = [(x.reshape(-1, per_env) @ w_in) for x in res]
-                self._store(vm, dim, *mixed, p_ok, p_ex, where=sl)
+                mixed = tuple(x.reshape(-1, per_env) @ w_in for x in res)
+                self._store(vm, dim, mixed, p_ok, p_ex, where=sl)
         return vm
 
     def _accumulate(
@@ -263,14 +269,13 @@ class LoopKernel:
     def _store(
         vm: VisitMoments,
         dim: int,
-        e_ok: FloatArray,
-        q_ok: FloatArray,
-        e_ex: FloatArray,
-        q_ex: FloatArray,
+        res: tuple[FloatArray, ...],
         p_ok: float,
         p_ex: float,
         where: slice | None = None,
     ) -> None:
+        """Store unconditional sums ``res`` as moments conditional on the outcome."""
+        e_ok, q_ok, e_ex, q_ex = res
         sl = slice(None) if where is None else where
         vm.m_ok[dim, sl] = e_ok / p_ok if p_ok > 0 else 0.0
         vm.s_ok[dim, sl] = q_ok / p_ok if p_ok > 0 else 0.0
@@ -400,7 +405,9 @@ class LoopKernel:
         if out is not None:
             a_keep = keep[a_owner]
             np.maximum.at(draw.max_out, owner[a_owner[a_keep]], out[a_keep] * (weight[a_keep] > 0))
-            draw.clamped |= np.bincount(owner[a_owner[a_keep]], weights=clamped_att[a_keep], minlength=n) > 0
+            draw.clamped |= (
+                np.bincount(owner[a_owner[a_keep]], weights=clamped_att[a_keep], minlength=n) > 0
+            )
         if caps is not None and self.priced:
             assert inp is not None
             held = inp * hold + fee + b * np.minimum(allow, caps.max_output_tokens)
@@ -408,11 +415,13 @@ class LoopKernel:
         if self.latency is not None or self.tool_latency is not None:
             t = np.zeros(total)
             if self.latency is not None:
-                t += np.bincount(a_owner, weights=self.latency.sample(rng, a_total), minlength=total)
+                t += np.bincount(
+                    a_owner, weights=self.latency.sample(rng, a_total), minlength=total
+                )
             if self.tool_latency is not None and self.n_tools:
                 lat = self.tool_latency.sample(rng, total * self.n_tools).reshape(total, -1).sum(1)
                 t += lat * ok_step
-            draw.time = np.bincount(ko, weights=t[keep], minlength=n)
+            draw.time = np.asarray(np.bincount(ko, weights=t[keep], minlength=n), dtype=np.float64)
         draw.outcome = np.where(exh | (at_max & self.max_fail), EXHAUSTED, 0).astype(np.int8)
         cut_visit = cut < (np.cumsum(steps))
         first_pre = np.where(cut_visit, pre[np.minimum(cut, total - 1)], -1).astype(np.int8)
@@ -487,12 +496,19 @@ class LoopKernel:
                 else:
                     u, b, fee = inp, np.ones(k_max), np.zeros(k_max)
 
-                def step_ok(i: int, u: FloatArray = u, b: FloatArray = b, fee: FloatArray = fee) -> ComplexArray:
+                def step_ok(
+                    i: int, u: FloatArray = u, b: FloatArray = b, fee: FloatArray = fee
+                ) -> ComplexArray:
                     full, part = psi(float(b[i]), float(fee[i]))
-                    acc = sum(q[jj] * lat.point((1 + f * jj) * u[i]) * full * part**jj for jj in range(r + 1))
+                    acc = sum(
+                        q[jj] * lat.point((1 + f * jj) * u[i]) * full * part**jj
+                        for jj in range(r + 1)
+                    )
                     return np.asarray(acc) * tool
 
-                def step_ex(i: int, u: FloatArray = u, b: FloatArray = b, fee: FloatArray = fee) -> ComplexArray:
+                def step_ex(
+                    i: int, u: FloatArray = u, b: FloatArray = b, fee: FloatArray = fee
+                ) -> ComplexArray:
                     _, part = psi(float(b[i]), float(fee[i]))
                     return qx * lat.point(f * (r + 1) * u[i]) * part ** (r + 1)
 
@@ -503,13 +519,12 @@ class LoopKernel:
 
     def _chain(
         self,
-        step_ok: object,
-        step_ex: object,
+        step_ok: Callable[[int], ComplexArray],
+        step_ex: Callable[[int], ComplexArray],
         k_max: int,
         lat: Lattice,
     ) -> tuple[ComplexArray, ComplexArray]:
         """Sum over the step the loop ends at, for each continuation regime."""
-        assert callable(step_ok) and callable(step_ex)
         hits_max = self.max_steps is not None and k_max == self.max_steps
         ok = np.zeros(lat.m, dtype=np.complex128)
         ex = np.zeros(lat.m, dtype=np.complex128)

@@ -108,7 +108,10 @@ def _number(value: Any, where: str) -> float:
 def _load_traces(data: Any, base: Path, problems: list[str], path: str = "") -> Any:
     """Copy of ``data`` with every ``{dist: empirical, file: ...}`` given its values."""
     if isinstance(data, Mapping):
-        out = {k: _load_traces(v, base, problems, f"{path}.{k}" if path else str(k)) for k, v in data.items()}
+        out = {
+            k: _load_traces(v, base, problems, f"{path}.{k}" if path else str(k))
+            for k, v in data.items()
+        }
         if out.get("dist") == "empirical" and out.get("file") and out.get("values") is None:
             file = base / str(out["file"])
             try:

@@ -28,11 +28,12 @@ import itertools
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
-from scipy import linalg
 
 from ._arrays import FloatArray, IntArray
+from ._deps import lu_factor, lu_solve
 from .common import COST, DIMS, N_DIMS, CRetry, VisitMoments
 from .compiled import DONE, FAIL, CompiledGraph, CompiledModel, Kernel, graph_vars, kernel_vars
 from .kernel_call import CallKernel
@@ -145,13 +146,16 @@ def solve_graph(graph: CompiledGraph, env: FloatArray, memo: Memo | None = None)
     s_unc = np.stack([vm.second() for vm in vms], axis=1)
     cont = np.array([graph.continues(i) for i in range(n)])
     m_go = np.stack(
-        [vm.p_ok * vm.m_ok + (vm.p_exh * vm.m_exh if c else 0.0) for vm, c in zip(vms, cont, strict=True)],
+        [
+            vm.p_ok * vm.m_ok + (vm.p_exh * vm.m_exh if c else 0.0)
+            for vm, c in zip(vms, cont, strict=True)
+        ],
         axis=1,
     )
     probs = [graph.branch_probs(i, env) for i in range(n)]  # (A, targets) each
     binned = [i for i in range(n) if graph.by[i] is not None]
     keys = (
-        np.stack([np.searchsorted(graph.edges[i], env[:, graph.by[i]]) for i in binned], axis=1)  # type: ignore[index]
+        np.stack([np.searchsorted(graph.edges[i], env[:, _var(graph, i)]) for i in binned], axis=1)
         if binned
         else np.zeros((a, 1), dtype=np.int64)
     )
@@ -182,25 +186,23 @@ def solve_graph(graph: CompiledGraph, env: FloatArray, memo: Memo | None = None)
         q = go[:, None] * b_t
         to_done = go * done
         to_fail = go * fail + np.where(cont, 0.0, pex)
-        lu = linalg.lu_factor(np.eye(n) - q, check_finite=False)
+        lu = lu_factor(np.eye(n) - q)
         ag = idx.shape[0]
         rhs1 = m_unc[:, :, idx].transpose(1, 0, 2).reshape(n, -1)
-        t1 = linalg.lu_solve(lu, rhs1, check_finite=False)
+        t1 = lu_solve(lu, rhs1)
         cross = m_go[:, :, idx].transpose(1, 0, 2).reshape(n, -1) * (b_t @ t1)
         rhs2 = s_unc[:, :, idx].transpose(1, 0, 2).reshape(n, -1) + 2 * cross
-        t2 = linalg.lu_solve(lu, rhs2, check_finite=False)
+        t2 = lu_solve(lu, rhs2)
         alpha = np.zeros(n)
         alpha[graph.entry] = 1.0
-        an = linalg.lu_solve(lu, alpha, trans=1, check_finite=False)
+        an = lu_solve(lu, alpha, trans=1)
         visits[:, idx] = an[:, None]
         mean[:, idx] = t1[graph.entry].reshape(N_DIMS, ag)
         second[:, idx] = t2[graph.entry].reshape(N_DIMS, ag)
         p_done[idx] = an @ to_done
         p_fail[idx] = an @ to_fail
     node_mean = visits[None, :, :] * m_unc
-    return GraphSolution(
-        mean, second, visits, node_mean, p_done, p_fail, m_unc[:, graph.entry, :]
-    )
+    return GraphSolution(mean, second, visits, node_mean, p_done, p_fail, m_unc[:, graph.entry, :])
 
 
 @dataclass(frozen=True)
@@ -294,6 +296,22 @@ def _with_regime(retry: CRetry, p: float) -> CRetry:
     return CRetry(retry.r, retry.f, regimes, retry.exhaust_continue)
 
 
+def _retry_p(graph: CompiledGraph, i: int, k: CallKernel | LoopKernel, p: float) -> CompiledGraph:
+    return _with_kernel(graph, i, dataclasses.replace(k, retry=_with_regime(k.retry, p)))
+
+
+def _item_p(
+    graph: CompiledGraph, i: int, k: FanOutKernel, build: Builder, p: float
+) -> CompiledGraph:
+    return _with_kernel(graph, i, dataclasses.replace(k, item=build(p)))
+
+
+def _var(graph: CompiledGraph, i: int) -> int:
+    var = graph.by[i]
+    assert var is not None
+    return var
+
+
 def _parameters(graph: CompiledGraph, prefix: str = "") -> Iterator[tuple[str, float, Builder]]:
     for i, (name, k) in enumerate(zip(graph.names, graph.kernels, strict=True)):
         label = f"{prefix}{name}"
@@ -301,24 +319,16 @@ def _parameters(graph: CompiledGraph, prefix: str = "") -> Iterator[tuple[str, f
         if table.shape[0] == 1 and table.shape[1] > 1:
             for j, t in enumerate(graph.targets[i]):
                 target = "done" if t == DONE else "fail" if t == FAIL else graph.names[t]
-                yield (
-                    f"{label} → {target}",
-                    float(table[0, j]),
-                    lambda p, i=i, j=j: _with_probs(graph, i, j, p),
-                )
+                yield f"{label} → {target}", float(table[0, j]), partial(_with_probs, graph, i, j)
         if isinstance(k, CallKernel | LoopKernel) and k.retry.r + k.retry.q_exh > 0:
-            yield (
-                f"{label} retry p_fail",
-                k.retry.regimes[0][1],
-                lambda p, i=i, k=k: _with_kernel(
-                    graph, i, dataclasses.replace(k, retry=_with_regime(k.retry, p))
-                ),
-            )
+            yield f"{label} retry p_fail", k.retry.regimes[0][1], partial(_retry_p, graph, i, k)
         if isinstance(k, LoopKernel):
             for r, (w, c) in enumerate(k.regimes):
                 what = "continue_p" if r == 0 else "stuck continue_p"
 
-                def build(p: float, i: int = i, k: LoopKernel = k, r: int = r, w: float = w) -> CompiledGraph:
+                def build(
+                    p: float, i: int = i, k: LoopKernel = k, r: int = r, w: float = w
+                ) -> CompiledGraph:
                     regimes = list(k.regimes)
                     regimes[r] = (w, p)
                     return _with_kernel(graph, i, dataclasses.replace(k, regimes=tuple(regimes)))
@@ -326,13 +336,7 @@ def _parameters(graph: CompiledGraph, prefix: str = "") -> Iterator[tuple[str, f
                 yield f"{label} {what}", c, build
         if isinstance(k, FanOutKernel):
             for sub_label, value, sub_build in _parameters(k.item, f"{label}/"):
-                yield (
-                    sub_label,
-                    value,
-                    lambda p, i=i, k=k, sb=sub_build: _with_kernel(
-                        graph, i, dataclasses.replace(k, item=sb(p))
-                    ),
-                )
+                yield sub_label, value, partial(_item_p, graph, i, k, sub_build)
 
 
 def sensitivities(model: CompiledModel, *, bins: int = 8) -> list[Sensitivity]:

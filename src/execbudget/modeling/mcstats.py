@@ -16,9 +16,9 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import special
 
 from ._arrays import FloatArray, IntArray
+from ._deps import ndtri
 
 _PER_DECADE = 400
 _LO_EXP = -12
@@ -27,7 +27,7 @@ _NBINS = (_HI_EXP - _LO_EXP) * _PER_DECADE
 
 
 def z_for(confidence: float) -> float:
-    return float(special.ndtri(0.5 + confidence / 2))
+    return float(ndtri(0.5 + confidence / 2))
 
 
 @dataclass(frozen=True)
@@ -138,7 +138,9 @@ class LogHist:
         pos = values[values > 0]
         idx = np.floor((np.log10(pos) - _LO_EXP) * _PER_DECADE).astype(np.int64)
         idx = np.clip(idx, 0, _NBINS - 1)
-        return LogHist(np.bincount(idx, minlength=_NBINS).astype(np.int64), int((values <= 0).sum()))
+        return LogHist(
+            np.bincount(idx, minlength=_NBINS).astype(np.int64), int((values <= 0).sum())
+        )
 
     def merge(self, other: LogHist) -> LogHist:
         return LogHist(self.counts + other.counts, self.zeros + other.zeros)

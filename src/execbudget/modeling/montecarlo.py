@@ -208,7 +208,10 @@ def _fan_out(
     for dim in range(N_DIMS):
         draw.use[:, dim] = np.bincount(ko, weights=use[keep, dim], minlength=n)
     draw.sub = np.stack(
-        [np.bincount(ko, weights=items.node_cost[keep, c], minlength=n) for c in range(items.node_cost.shape[1])],
+        [
+            np.bincount(ko, weights=items.node_cost[keep, c], minlength=n)
+            for c in range(items.node_cost.shape[1])
+        ],
         axis=1,
     )
     for name in ("max_in", "max_out", "max_hold"):

@@ -42,12 +42,20 @@ def plot(a: Analysis, path: str | Path) -> Path:
     left.set_yscale("log")
     colors = {0.5: "#55a868", 0.9: "#8172b2", 0.99: "#c44e52", 0.999: "#dd8452"}
     for q, est in sim.quantiles((0.5, 0.9, 0.99, 0.999)).items():
-        left.axvline(est.value, color=colors[q], ls="--", lw=1.2, label=f"p{100 * q:g} {est.value:.4g}")
+        left.axvline(
+            est.value, color=colors[q], ls="--", lw=1.2, label=f"p{100 * q:g} {est.value:.4g}"
+        )
     cap = a.caps.value("cost")
     if cap is not None:
         left.axvline(cap, color="black", lw=1.6, label=f"run cost cap {cap:.4g}")
     if math.isfinite(a.worst.guaranteed):
-        left.axvline(a.worst.guaranteed, color="black", ls=":", lw=1.6, label=f"guaranteed worst case {a.worst.guaranteed:.4g}")
+        left.axvline(
+            a.worst.guaranteed,
+            color="black",
+            ls=":",
+            lw=1.6,
+            label=f"guaranteed worst case {a.worst.guaranteed:.4g}",
+        )
     left.set_xlabel(f"cost per run ({cur})")
     left.set_ylabel("runs (log scale)")
     left.set_title(f"{a.name}: run cost, {sim.runs:,} runs")
@@ -58,7 +66,9 @@ def plot(a: Analysis, path: str | Path) -> Path:
     tail, _ = sim.tail_means(0.99)
     y = np.arange(len(names))
     right.barh(y - 0.2, [means[n].value for n in names], height=0.4, label="mean", color="#4c72b0")
-    right.barh(y + 0.2, [tail[n] for n in names], height=0.4, label="mean in runs ≥ p99", color="#c44e52")
+    right.barh(
+        y + 0.2, [tail[n] for n in names], height=0.4, label="mean in runs ≥ p99", color="#c44e52"
+    )
     right.set_yticks(y, names)
     right.invert_yaxis()
     right.set_xlabel(f"cost per run ({cur})")

@@ -27,10 +27,7 @@ _CALL_KEYS = ("max_input_tokens", "max_output_tokens", "max_cost")
 def money(value: float, currency: str = "USD") -> str:
     """``"0.50 USD"``: at least two decimals, enough to show two significant digits, and
     never below ``value`` (rounded up)."""
-    if value >= 1:
-        places = 2
-    else:
-        places = max(2, -math.floor(math.log10(value)) + 1) if value > 0 else 2
+    places = 2 if value >= 1 or value <= 0 else max(2, -math.floor(math.log10(value)) + 1)
     q = Decimal(repr(value)).quantize(Decimal(1).scaleb(-places), rounding=ROUND_CEILING)
     return f"{q:f} {currency}"
 
@@ -67,14 +64,14 @@ def _header(a: Analysis) -> list[str]:
     spec = m.spec
     q = a.sim.quantiles()
     cur = a.currency
+    again = (
+        f"execbudget model {a.source} --runs {a.sim.runs} --seed {a.sim.seed} --emit-policy FILE"
+        if a.source
+        else "execbudget.modeling.analyze(...)"
+    )
     lines = [
         f"execbudget policy derived by the cascade cost model for workflow {spec.name!r}.",
-        "Regenerate rather than edit: "
-        + (
-            f"execbudget model {a.source} --runs {a.sim.runs} --seed {a.sim.seed} --emit-policy FILE"
-            if a.source
-            else "execbudget.modeling.analyze(...)"
-        ),
+        f"Regenerate rather than edit: {again}",
         f"graph: {a.source or '<in memory>'} (sha256 {a.digest[:16]})",
     ]
     for name, dist in zip(m.env_names, m.env, strict=True):
@@ -123,9 +120,8 @@ def policy_text(a: Analysis) -> str:
     if caps.concurrency is not None:
         out.append(f"{'      concurrency: ' + str(caps.concurrency):<{width}}  # structural")
     if caps.depth is not None:
-        out.append(
-            f"{'      depth: ' + str(caps.depth):<{width}}  # structural: this run + sub-agent levels"
-        )
+        depth = f"      depth: {caps.depth}"
+        out.append(f"{depth:<{width}}  # structural: this run + sub-agent levels")
     per_call = [(k, caps.caps.get(f"per_call.{k}")) for k in _CALL_KEYS]
     if any(c is not None for _, c in per_call):
         out.append("    per_call:")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any, Protocol
 
 import numpy as np
@@ -71,7 +72,7 @@ class RateCard:
     def segments(self) -> list[tuple[float, float]]:
         """The input-token interval ``(lo, hi]`` of each level."""
         edges = [-np.inf, *self.thresholds, np.inf]
-        return list(zip(edges[:-1], edges[1:], strict=True))
+        return list(pairwise(edges))
 
     def top(self) -> Rates:
         """The dearest rate of each kind over all levels (for guaranteed worst cases)."""
@@ -90,9 +91,7 @@ class Pricer(Protocol):
     def rate_card(self, model: str, provider: str | None) -> RateCard: ...
 
 
-def _level(
-    inp: float, out: float, cr: float | None, cw: float | None, fee: float = 0.0
-) -> Rates:
+def _level(inp: float, out: float, cr: float | None, cw: float | None, fee: float = 0.0) -> Rates:
     return Rates(
         input=inp / _PER_MTOK,
         output=out / _PER_MTOK,
@@ -125,7 +124,7 @@ def card_from_spec(spec: PriceSpec, source: str, currency: str = "USD") -> RateC
             )
         )
         thresholds.append(float(tier.above_input_tokens))
-    if any(b <= a for a, b in zip(thresholds, thresholds[1:], strict=False)):
+    if any(b <= a for a, b in pairwise(thresholds)):
         raise ConfigurationError(f"{source}: tier thresholds must be distinct")
     return RateCard(tuple(levels), tuple(thresholds), spec.source or source, currency)
 
@@ -142,7 +141,9 @@ def card_from_model_price(price: Any) -> RateCard:
     for level in price.levels():
         inp = float(level.input_per_mtok)
         out = max(float(level.output_per_mtok), f(level.reasoning_per_mtok) or 0.0)
-        levels.append(_level(inp, out, f(level.cache_read_per_mtok), f(level.cache_write_per_mtok), fee))
+        levels.append(
+            _level(inp, out, f(level.cache_read_per_mtok), f(level.cache_write_per_mtok), fee)
+        )
         if level.threshold:
             thresholds.append(float(level.threshold))
     return RateCard(tuple(levels), tuple(thresholds), f"price book: {price.source}", price.currency)

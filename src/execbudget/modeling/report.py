@@ -208,7 +208,9 @@ def render(a: Analysis, console: Console) -> None:
     cost.add_row("amplification", f"{amp_mean:.3g}× mean", f"{amp_p99:.3g}× at p99", "")
     console.print(cost)
 
-    nodes = Table(title=f"Cost per node (tail: runs at or above p{100 * _TAIL_Q:g})", box=box.SIMPLE_HEAD)
+    nodes = Table(
+        title=f"Cost per node (tail: runs at or above p{100 * _TAIL_Q:g})", box=box.SIMPLE_HEAD
+    )
     for col in ("node", "visits", "mean", "share", "tail mean", "tail share"):
         nodes.add_column(col, justify="left" if col == "node" else "right")
     means = sim.node_means()
@@ -228,21 +230,32 @@ def render(a: Analysis, console: Console) -> None:
         )
     console.print(nodes)
     if not complete:
-        console.print("[yellow]tail rows were not all kept (chunks too small); tail means are partial")
+        console.print(
+            "[yellow]tail rows were not all kept (chunks too small); tail means are partial"
+        )
 
-    caps = Table(title=f"Derived caps (target: each stops at most {_pct(a.caps.truncation)} of runs)", box=box.SIMPLE_HEAD)
+    caps = Table(
+        title=f"Derived caps (target: each stops at most {_pct(a.caps.truncation)} of runs)",
+        box=box.SIMPLE_HEAD,
+    )
     for col in ("cap", "value", "P(exceed) uncapped", "exact", "stopped in what-if", "rule"):
         caps.add_column(col, justify="left" if col in ("cap", "rule") else "right")
     for key, cap in a.caps.caps.items():
         value = _fmt(cap.value, cur) if cap.unit == "money" else f"{cap.value:,.0f}"
-        caps.add_row(key, value, _pct(cap.exceed), _pct(cap.exact_exceed), _pct(cap.stopped), cap.rule)
+        caps.add_row(
+            key, value, _pct(cap.exceed), _pct(cap.exact_exceed), _pct(cap.stopped), cap.rule
+        )
     if a.caps.concurrency is not None:
         caps.add_row("concurrency", str(a.caps.concurrency), "", "", "", "structural")
     if a.caps.depth is not None:
         caps.add_row("depth", str(a.caps.depth), "", "", "", "structural")
     if a.caps.daily_cost is not None:
         caps.add_row(
-            "workflow cost/day", _fmt(a.caps.daily_cost, cur), "", "", "",
+            "workflow cost/day",
+            _fmt(a.caps.daily_cost, cur),
+            "",
+            "",
+            "",
             f"{a.caps.runs_per_day}/day: V·μ + 3.09σ√V",
         )
     console.print(caps)
@@ -250,11 +263,12 @@ def render(a: Analysis, console: Console) -> None:
     wi = a.whatif
     stops = ", ".join(f"{k} {_pct(v)}" for k, v in wi.denied_rates().items()) or "none"
     lines = [
-        f"What-if with every cap: {_pct(wi.truncation_rate)} of runs truncated (stopped by: {stops}; "
-        f"output clamped in {_pct(wi.clamped / wi.runs)}); spend removed "
+        f"What-if with every cap: {_pct(wi.truncation_rate)} of runs truncated "
+        f"(stopped by: {stops}; output clamped in {_pct(wi.clamped / wi.runs)}); spend removed "
         f"{_fmt(sim.mean().value - wi.mean().value, cur)} per run.",
-        f"Guaranteed worst case of a run: {_fmt(a.worst.guaranteed, cur)} (bound by {a.worst.binding}; "
-        f"longest walk within the count and per-call caps: {_fmt(a.worst.structural, cur)}).",
+        f"Guaranteed worst case of a run: {_fmt(a.worst.guaranteed, cur)} "
+        f"(bound by {a.worst.binding}; longest walk within the count and per-call caps: "
+        f"{_fmt(a.worst.structural, cur)}).",
     ]
     console.print(Panel(Group(*lines), title="Enforcement", box=box.ROUNDED))
 
@@ -263,15 +277,17 @@ def render(a: Analysis, console: Console) -> None:
         for col in ("probability", "value", "dE/dp", "elasticity"):
             sens.add_column(col, justify="left" if col == "probability" else "right")
         for s in a.sensitivity[:8]:
-            sens.add_row(s.parameter, f"{s.value:.4g}", _fmt(s.derivative, cur), f"{s.elasticity:+.3f}")
+            sens.add_row(
+                s.parameter, f"{s.value:.4g}", _fmt(s.derivative, cur), f"{s.elasticity:+.3f}"
+            )
         console.print(sens)
 
-    bad = [c for c in a.checks if not c.agrees]
+    bad = [check for check in a.checks if not check.agrees]
     if bad:
-        for c in bad:
+        for check in bad:
             console.print(
-                f"[red]exact {c.quantity} {c.exact:.6g} outside the simulated interval "
-                f"[{c.lo:.6g}, {c.hi:.6g}]"
+                f"[red]exact {check.quantity} {check.exact:.6g} outside the simulated interval "
+                f"[{check.lo:.6g}, {check.hi:.6g}]"
             )
     else:
         console.print(

@@ -44,8 +44,7 @@ class SimCaps:
     @property
     def has_call_caps(self) -> bool:
         return any(
-            math.isfinite(v)
-            for v in (self.max_input_tokens, self.max_output_tokens, self.max_cost)
+            math.isfinite(v) for v in (self.max_input_tokens, self.max_output_tokens, self.max_cost)
         )
 
 
@@ -85,10 +84,13 @@ def sequence(
     rem = remaining[seg]
     deny_d = before + need > rem + _tol(rem)
     over_d = before + use > rem + _tol(rem)
-    deny = deny_d.any(axis=1)
+    soft = np.array(CLAMPABLE, dtype=np.int64)
+    deny: BoolArray = np.asarray(deny_d.any(axis=1), dtype=bool)
     hard = np.ones(N_DIMS, dtype=bool)
-    hard[list(CLAMPABLE)] = False
-    clamp = over_d[:, list(CLAMPABLE)].any(axis=1) & ~deny & ~over_d[:, hard].any(axis=1)
+    hard[soft] = False
+    clamp: BoolArray = np.asarray(
+        over_d[:, soft].any(axis=1) & ~deny & ~over_d[:, hard].any(axis=1), dtype=bool
+    )
     event = deny | clamp
     pos = np.where(event, np.arange(t), t)
     has = ends > starts
@@ -100,9 +102,8 @@ def sequence(
     use = use.copy()
     clamped = np.flatnonzero((idx == first_t) & clamp)
     if clamped.size:
-        cols = list(CLAMPABLE)
-        room = np.maximum(rem[clamped][:, cols] - before[clamped][:, cols], 0.0)
-        use[np.ix_(clamped, cols)] = np.minimum(use[np.ix_(clamped, cols)], room)
+        room = np.maximum(rem[clamped][:, soft] - before[clamped][:, soft], 0.0)
+        use[np.ix_(clamped, soft)] = np.minimum(use[np.ix_(clamped, soft)], room)
         was_clamped[seg[clamped]] = True
     hit = first < t
     if np.any(hit):

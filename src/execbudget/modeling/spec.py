@@ -27,6 +27,7 @@ independent of each other.
 
 from __future__ import annotations
 
+from itertools import pairwise
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
@@ -95,7 +96,7 @@ class BinnedP(_Spec):
     @field_validator("edges")
     @classmethod
     def _increasing(cls, v: tuple[float, ...]) -> tuple[float, ...]:
-        if any(b <= a for a, b in zip(v, v[1:], strict=False)):
+        if any(b <= a for a, b in pairwise(v)):
             raise ValueError("edges must be strictly increasing")
         return v
 

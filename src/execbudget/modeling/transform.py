@@ -104,7 +104,7 @@ def run_cf(
                 sl = slice(lo, min(lo + _BLOCK, lat.m))
                 a = eye[None, :, :] - go[inside][:, sl].T[:, :, None] * sub[None, :, :]
                 phi[inside, sl] = np.linalg.solve(a, rhs[:, sl].T[:, :, None])[:, :, 0].T
-    out = phi[graph.entry]
+    out: ComplexArray = np.asarray(phi[graph.entry], dtype=np.complex128)
     cache[gkey] = (out, out)
     return out
 
@@ -120,7 +120,7 @@ class TransformResult:
 
     @property
     def values(self) -> FloatArray:
-        return np.arange(self.pmf.shape[0]) * self.h
+        return np.asarray(np.arange(self.pmf.shape[0]) * self.h, dtype=np.float64)
 
     @property
     def mass(self) -> float:
@@ -192,5 +192,3 @@ def distribution(
 
 
 __all__ = ["TransformResult", "distribution", "run_cf"]
-
-

@@ -13,11 +13,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-import networkx as nx
 import numpy as np
 
 from ..errors import ConfigurationError
 from ._arrays import FloatArray, IntArray
+from ._deps import nx
 from .distributions import AnyDist
 from .spec import (
     TERMINALS,
@@ -218,7 +218,7 @@ def _check_graph(
     if entry not in nodes:
         problems.append(f"{label}entry {entry!r} is not a node (nodes: {', '.join(nodes)})")
         return
-    g: nx.DiGraph[str] = nx.DiGraph()
+    g = nx.DiGraph()
     g.add_nodes_from(TERMINALS)
     for name, node in nodes.items():
         g.add_node(name)
@@ -270,9 +270,12 @@ def check_graph(spec: GraphSpec, source: str | None = None) -> None:
     _check_graph("", spec.entry, spec.nodes, spec.envelope, subs, problems)
     for sname, sub in spec.subgraphs.items():
         _check_graph(f"subgraph {sname!r}, ", sub.entry, sub.nodes, spec.envelope, subs, problems)
-    refs: nx.DiGraph[str] = nx.DiGraph()
+    refs = nx.DiGraph()
     refs.add_node("<main>")
-    for owner, nodes in [("<main>", spec.nodes), *((k, v.nodes) for k, v in spec.subgraphs.items())]:
+    for owner, nodes in [
+        ("<main>", spec.nodes),
+        *((k, v.nodes) for k, v in spec.subgraphs.items()),
+    ]:
         for node in nodes.values():
             if isinstance(node, FanOutNode):
                 refs.add_edge(owner, node.item)

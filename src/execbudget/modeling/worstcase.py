@@ -71,9 +71,7 @@ def _conv(a: FloatArray, b: FloatArray, size: int) -> FloatArray:
     return c
 
 
-def _best(
-    graph: CompiledGraph, model: CompiledModel, lim: _Limits, tools: bool
-) -> FloatArray:
+def _best(graph: CompiledGraph, model: CompiledModel, lim: _Limits, tools: bool) -> FloatArray:
     """``best[i, c]``: the most the walk from node ``i`` can cost with budget ``c`` left."""
     budget = lim.tool_calls if tools else lim.calls
     size = budget + 1
@@ -108,7 +106,11 @@ def _best(
             subs[i] = _maxplus_power(item, max(items, 0)) if items > 0 else np.zeros(size)
             per_visit.append((0.0, 0))
     succ = [
-        [int(t) for t, col in zip(graph.targets[i], graph.probs[i].T, strict=True) if np.any(col > 0)]
+        [
+            int(t)
+            for t, col in zip(graph.targets[i], graph.probs[i].T, strict=True)
+            if np.any(col > 0)
+        ]
         for i in range(n)
     ]
     # budgets in increasing order: a visit that spends x >= 1 units reads smaller budgets;
