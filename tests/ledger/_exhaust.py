@@ -60,10 +60,16 @@ def process_main(
     """One process: ``threads`` workers sharing one ledger object (one pool / connection set)."""
     ledger = make(url)
     results: list[tuple[int, int, int]] = []
+    errors: list[BaseException] = []
     lock = threading.Lock()
 
     def run(worker: int) -> None:
-        result = drain(ledger, worker, seed=proc * 1000 + worker, prefix=prefix)
+        try:
+            result = drain(ledger, worker, seed=proc * 1000 + worker, prefix=prefix)
+        except BaseException as exc:  # a dead worker must fail the test with its own cause
+            with lock:
+                errors.append(exc)
+            return
         with lock:
             results.append(result)
 
@@ -73,4 +79,6 @@ def process_main(
     for t in pool:
         t.join()
     ledger.close()
+    if errors:
+        raise RuntimeError(f"{len(errors)} worker thread(s) of process {proc} died") from errors[0]
     return (sum(r[0] for r in results), sum(r[1] for r in results), sum(r[2] for r in results))
