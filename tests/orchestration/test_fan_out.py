@@ -276,3 +276,32 @@ def test_racing_fan_outs_never_pass_the_count(tmp_path: Path) -> None:
             t.join()
     assert sum(admitted) == 40  # 8 × 7 = 56 asked; exactly the 40 allowed ran
     assert line(enforcer, "fan_out", "workflow:") == (40, 0)
+
+
+def test_a_workflow_handed_10000_items_makes_no_model_call(fake_provider: Any) -> None:
+    """Each item would make a held model call; the fan-out is refused before the first."""
+    execbudget.configure(
+        {"scopes": [{"match": "run:summarise", "limits": {"fan_out": 10, "cost": "0.01 USD"}}]},
+        "memory://",
+    )
+    client = execbudget.wrap(fake_provider.openai())
+
+    def summarise(item: int) -> str:
+        reply = client.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=[{"role": "user", "content": f"summarise {item}"}],
+            max_tokens=16,
+        )
+        return str(reply.choices[0].message.content)
+
+    items = list(range(10_000))  # a bug upstream: 10,000 instead of 10
+    with execbudget.run("summarise") as run:
+        with pytest.raises(FanOutExceeded):
+            run.map(summarise, items)
+        with pytest.raises(FanOutExceeded) as info:
+            run.map(summarise, items[:10], item_cost="0.002 USD")  # 0.02 projected > 0.01
+        assert info.value.dimension == "cost"
+        assert fake_provider.requests == []
+        result = run.map(summarise, items, on_excess="truncate", max_concurrency=4)
+    assert len(result) == 10 and len(fake_provider.requests) == 10
+    execbudget.configure(None, "memory://")
