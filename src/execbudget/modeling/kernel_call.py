@@ -209,9 +209,12 @@ class CallKernel:
             keep, use, run_denied, clamped_run = sequence(owner, use, need, remaining)
             draw.clamped |= clamped_run
         ko = owner[keep]
-        for dim in range(N_DIMS):
-            if use[:, dim].any():
-                draw.use[:, dim] = np.bincount(ko, weights=use[keep, dim], minlength=n)
+        if total == n and keep.all():  # one attempt per visit: no folding needed
+            draw.use = use
+        else:
+            for dim in range(N_DIMS):
+                if use[:, dim].any():
+                    draw.use[:, dim] = np.bincount(ko, weights=use[keep, dim], minlength=n)
         ran = np.bincount(ko, minlength=n) > 0
         if inp is not None and not self.tool:
             draw.max_in = np.where(ran, inp, 0.0)
