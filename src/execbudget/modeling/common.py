@@ -113,6 +113,20 @@ class CRetry:
     def trivial(self) -> bool:
         return self.q_exh == 0.0 and self.q_ok.shape[0] == 1
 
+    @cached_property
+    def stats(self) -> tuple[float, float, float, float, float, float]:
+        """``E[1+fj], E[(1+fj)²], E[j], E[j²], E[j+1], E[(j+1)²]`` given success."""
+        j = np.arange(self.r + 1, dtype=np.float64)
+        f = self.f
+        return (
+            self.ok_moment(1 + f * j),
+            self.ok_moment((1 + f * j) ** 2),
+            self.ok_moment(j),
+            self.ok_moment(j**2),
+            self.ok_moment(j + 1),
+            self.ok_moment((j + 1) ** 2),
+        )
+
     def ok_moment(self, g: FloatArray) -> float:
         """``E[g(j) | success]`` for values ``g[j]``, ``j = 0..r``."""
         p = 1.0 - self.q_exh

@@ -316,11 +316,16 @@ class LogNormal(_Dist):
             out = [o + np.where(hit, tail * self.max**k, 0.0) for k, o in enumerate(out)]
         return out[0], out[1], out[2]
 
+    @cached_property
+    def _whole(self) -> tuple[float, float]:
+        _, m1, m2 = self.partial_moments(-math.inf, math.inf)
+        return float(m1), float(m2)
+
     def mean(self) -> float:
-        return float(self.partial_moments(-math.inf, math.inf)[1])
+        return self._whole[0]
 
     def second_moment(self) -> float:
-        return float(self.partial_moments(-math.inf, math.inf)[2])
+        return self._whole[1]
 
     def cdf(self, x: FloatArray) -> FloatArray:
         x = _as_array(x)

@@ -92,8 +92,17 @@ class CallKernel:
         z1 = np.zeros(env.shape[0])
         z2 = np.zeros(env.shape[0])
         v = np.zeros(env.shape[0])
+        whole = len(segments) == 1
         for k, (lo, hi) in enumerate(segments):
-            w, m1, m2 = self.inp.base.partial_moments(lo - c, hi - c)
+            if whole:  # no tiers: the plain moments, shifted by the envelope part
+                base = self.inp.base
+                w, m1, m2 = (
+                    np.ones_like(c),
+                    np.full_like(c, base.mean()),
+                    np.full_like(c, base.second_moment()),
+                )
+            else:
+                w, m1, m2 = self.inp.base.partial_moments(lo - c, hi - c)
             big1 = m1 + c * w
             big2 = m2 + 2 * c * m1 + c**2 * w
             mu = b[k] * mu_o + fee[k]
@@ -108,13 +117,12 @@ class CallKernel:
         vm = VisitMoments.zeros(n)
         rt = self.retry
         r, f = rt.r, rt.f
-        j = np.arange(r + 1, dtype=np.float64)
         vm.p_ok[:] = 1.0 - rt.q_exh
-        e1, e2, ej = rt.ok_moment(1 + f * j), rt.ok_moment((1 + f * j) ** 2), rt.ok_moment(j)
+        e1, e2, ej, ej2, ea, ea2 = rt.stats
         cd = self.count_dim
-        vm.m_ok[cd], vm.s_ok[cd] = rt.ok_moment(j + 1), rt.ok_moment((j + 1) ** 2)
+        vm.m_ok[cd], vm.s_ok[cd] = ea, ea2
         vm.m_exh[cd], vm.s_exh[cd] = r + 1, (r + 1) ** 2
-        vm.m_ok[RETRIES], vm.s_ok[RETRIES] = ej, rt.ok_moment(j**2)
+        vm.m_ok[RETRIES], vm.s_ok[RETRIES] = ej, ej2
         vm.m_exh[RETRIES], vm.s_exh[RETRIES] = r, r**2
 
         def fill(dim: int, z1: FloatArray, z2: FloatArray, v: FloatArray) -> None:
