@@ -173,13 +173,24 @@ class ExecBudget(AbstractCapability[Any]):
     scope: Scope | None = None
     trust_unwrapped: bool = False
     wrap_options: dict[str, Any] = field(default_factory=dict)
+    # model → its budgeted wrapper, so a model is rebuilt around a wrapped client once,
+    # not on every request attempt (the model is kept alive with its wrapper)
+    _wrappers: dict[int, tuple[Model, BudgetedModel]] = field(
+        default_factory=dict, init=False, repr=False
+    )
 
     def get_wrapper_model(self, model: Model) -> Model | None:
         if isinstance(model, BudgetedModel):
             return None
-        return BudgetedModel(
+        cached = self._wrappers.get(id(model))
+        if cached is not None and cached[0] is model:
+            return cached[1]
+        wrapper = BudgetedModel(
             model, scope=self.scope, trust_unwrapped=self.trust_unwrapped, **self.wrap_options
         )
+        if len(self._wrappers) < 64:
+            self._wrappers[id(model)] = (model, wrapper)
+        return wrapper
 
     async def before_tool_execute(
         self,
