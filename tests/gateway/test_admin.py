@@ -192,3 +192,19 @@ def test_serve_refuses_a_per_process_ledger_with_workers(
     bad = _parser().parse_args(["serve", "--policy", str(policy), "--upstream", "nope=x"])
     assert bad.func(bad) == 2
     assert "--upstream" in capsys.readouterr().err
+
+
+async def test_clamp_mode_lowers_max_tokens_to_the_room(
+    asgi_factory: AsgiFactory, fake_provider: FakeProvider
+) -> None:
+    policy = {
+        "degradation": {"mode": "clamp"},
+        "scopes": [{"match": "key:acme-bot", "limits": {"output_tokens": 100}}],
+    }
+    gw = asgi_factory(policy)
+    response = await gw.call(CHAT, {**BODY, "max_tokens": 500}, key=ACME_KEY)
+    assert response.status_code == 200
+    assert response.headers["x-execbudget-max-tokens"] == "100"
+    assert response.headers["x-execbudget-clamped-from"] == "500"
+    assert fake_provider.requests[-1].body["max_tokens"] == 100
+    assert "execbudget_gateway_clamped_total 1.0" in (await gw.client.get("/metrics")).text

@@ -59,6 +59,11 @@ def register(subparsers: Any) -> None:
     serve.add_argument(
         "--log-bodies", action="store_true", help="log request bodies (prompts!); off by default"
     )
+    serve.add_argument(
+        "--no-remaining-headers",
+        action="store_true",
+        help="skip the x-execbudget-remaining-* headers (saves a ledger read per budget line)",
+    )
     serve.set_defaults(func=_serve)
 
     key = subparsers.add_parser("gateway-key", help="mint or hash gateway API keys")
@@ -87,6 +92,7 @@ def _arguments(args: argparse.Namespace) -> dict[str, Any]:
         "upstream_timeout": args.upstream_timeout,
         "log_bodies": args.log_bodies,
         "log_level": args.log_level,
+        "remaining_headers": not args.no_remaining_headers,
     }
 
 
@@ -112,6 +118,7 @@ def build_config(arguments: dict[str, Any]) -> Any:
         kill_poll_s=arguments["kill_poll"],
         upstream_timeout_s=arguments["upstream_timeout"],
         log_bodies=arguments["log_bodies"],
+        remaining_headers=arguments.get("remaining_headers", True),
     )
 
 

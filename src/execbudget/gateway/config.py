@@ -135,6 +135,9 @@ class GatewayConfig:
     forward_headers: tuple[str, ...] = DEFAULT_FORWARD_HEADERS
     #: Log request and response bodies (prompts!). Off unless an operator turns it on.
     log_bodies: bool = False
+    #: Send ``x-execbudget-remaining-*`` headers: one extra ledger read per budget line of
+    #: the chain, made while the provider works (off the latency path, not free).
+    remaining_headers: bool = True
     #: Put a ``model:<name>`` scope in every chain (platform-wide per-model budgets).
     model_scopes: bool = True
     clock: Clock = SYSTEM_CLOCK

@@ -188,6 +188,8 @@ class Exchange:
     sent_model: str | None = None
     sent_max: int | None = None
     stream: bool = False
+    #: The client's max_tokens when the gateway sent less (clamped to the room or a cap).
+    clamped_from: int | None = None
     status: int = 0
     decision: str = "error"
     denial: BudgetExceeded | None = None
@@ -216,6 +218,8 @@ class Exchange:
             out["sent_model"] = self.sent_model
         if self.sent_max is not None:
             out["max_tokens_sent"] = self.sent_max
+        if self.clamped_from is not None:
+            out["clamped_from"] = self.clamped_from
         out["stream"] = self.stream
         if self.upstream_s is not None:
             out["upstream_ms"] = round(self.upstream_s * 1000, 3)
@@ -249,7 +253,9 @@ def _readable(units: Mapping[str, int], currency: str) -> dict[str, Any]:
 
 def _log(gateway: Gateway, ex: Exchange) -> None:
     gateway.metrics.requests.labels(ex.route, str(ex.status)).inc()
-    access_logger().info("request", extra={"fields": ex.fields(gateway)})
+    logger = access_logger()
+    if logger.isEnabledFor(logging.INFO):
+        logger.info("request", extra={"fields": ex.fields(gateway)})
 
 
 # -- budget headers ------------------------------------------------------------------------
@@ -280,6 +286,8 @@ def budget_headers(
         out["x-execbudget-charged-cost"] = f"{units_to_money(record.charged['cost']):f}"
     if ex.sent_max is not None:
         out["x-execbudget-max-tokens"] = str(ex.sent_max)
+    if ex.clamped_from is not None:
+        out["x-execbudget-clamped-from"] = str(ex.clamped_from)
     if ex.sent_model is not None and ex.sent_model != ex.model:
         out["x-execbudget-model"] = ex.sent_model
     if books:
@@ -410,13 +418,18 @@ async def _model_call(
         kwargs.pop("extra_headers", None)
         ex.sent_model = str(kwargs.get("model"))
         ex.sent_max = _sent_max(api, kwargs)
+        asked = _sent_max(api, body)
+        if asked is not None and ex.sent_max is not None and ex.sent_max < asked:
+            ex.clamped_from = asked
+            metrics.clamped.inc()
         hold = ex.record.hold
         if hold is not None and not hold.degraded:
             metrics.admissions.labels(path).inc()
             metrics.holds_in_flight.inc()
             metrics.cost_held.inc(float(units_to_money(ex.record.held.get("cost", 0))))
         # The room read runs while the provider works, so it adds no latency.
-        reads = asyncio.ensure_future(read_lines(gateway.enforcer, chain.frame))
+        if gateway.config.remaining_headers:
+            reads = asyncio.ensure_future(read_lines(gateway.enforcer, chain.frame))
         metrics.admission_latency.observe(time.perf_counter() - ex.started)
         began = time.perf_counter()
         try:

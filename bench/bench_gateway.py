@@ -1,0 +1,481 @@
+"""
+The gateway's cost and effect, against the fake provider in a child process.
+
+    python -m bench.bench_gateway [--seconds S] [--quick] [--ledger URL]
+
+1. **Added latency** at a fixed request rate (open loop, 200 requests/s through the gateway
+   and 200/s straight to the fake provider, interleaved so load and drift hit both alike):
+   p50 and p99 of each and their difference. One gateway process, Redis ledger.
+2. **Throughput**: closed loop, 32 connections, non-streaming chat calls through 1 and 2
+   gateway processes on the Redis ledger; requests/s and latency percentiles.
+3. **Hold before vs charge after**, side by side on the same load: 48 concurrent clients
+   calling until refused, against our gateway and against a tiny **post-hoc reference
+   proxy** written here (read the spend, forward, charge the reported cost after the
+   answer: what Portkey, Kong, Envoy, Cloudflare and LiteLLM's session budgets do; see
+   docs/gateway.md). Both on 2 processes sharing Redis; figures: spent vs limit
+   (overshoot), requests admitted, and throughput.
+
+The load generator speaks raw HTTP/1.1 over asyncio streams (keep-alive, one request in
+flight per connection), so the client's own cost stays small next to what is measured.
+The machine is shared: the 1-minute load average is reported before and after each part.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from execbudget.gateway import hash_key
+from execbudget.pricing import PriceBook, Usage
+from execbudget.testing import FakeProvider
+from execbudget.units import money_to_units, units_to_money
+
+from ._common import emit, machine, percentile
+
+KEY = "ebk-bench-0123456789abcdefghijklmnopqrstuv"
+MODEL = "gpt-4o-mini"
+BODY = {"model": MODEL, "messages": [{"role": "user", "content": "Summarise the budget."}],
+        "max_tokens": 64}  # fmt: skip
+REDIS_URL = os.environ.get("EXECBUDGET_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+# -- a small HTTP/1.1 client ---------------------------------------------------------------
+class RawConnection:
+    """One keep-alive HTTP/1.1 connection; responses must carry Content-Length."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def post(self, path: str, body: bytes, headers: bytes = b"") -> tuple[int, bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        assert self.reader is not None
+        self.writer.write(
+            b"POST %s HTTP/1.1\r\nhost: bench\r\ncontent-type: application/json\r\n"
+            b"content-length: %d\r\n%s\r\n%s" % (path.encode(), len(body), headers, body)
+        )
+        status_line = await self.reader.readline()
+        status = int(status_line.split()[1])
+        length = 0
+        while True:
+            line = await self.reader.readline()
+            if line in (b"\r\n", b""):
+                break
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        return status, await self.reader.readexactly(length)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def _auth() -> bytes:
+    return f"authorization: Bearer {KEY}\r\n".encode()
+
+
+# -- processes -----------------------------------------------------------------------------
+def _bind() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+class Child:
+    """A server in a child process on a socket bound here; ``port`` answers when ready."""
+
+    def __init__(self, command: list[str]) -> None:
+        sock = _bind()
+        self.port = int(sock.getsockname()[1])
+        self.proc = subprocess.Popen(
+            [*command, "--fd", str(sock.fileno())],
+            pass_fds=(sock.fileno(),),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        sock.close()
+
+    def wait(self, path: str = "/healthz", timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                err = self.proc.stderr.read().decode() if self.proc.stderr else ""
+                raise RuntimeError(f"server exited {self.proc.returncode}: {err[-2000:]}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+                    s.sendall(f"GET {path} HTTP/1.1\r\nhost: x\r\n\r\n".encode())
+                    if s.recv(64).startswith(b"HTTP/1.1 200"):
+                        return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise TimeoutError("server did not start")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def _files(policy: dict[str, Any]) -> tuple[Path, Path]:
+    root = Path(tempfile.mkdtemp(prefix="bench-gw-"))
+    (root / "policy.yaml").write_text(yaml.safe_dump(policy))
+    keys = {"keys": [{"id": "bench", "hash": hash_key(KEY), "org": "acme", "team": "t"}]}
+    (root / "keys.yaml").write_text(yaml.safe_dump(keys))
+    return root / "policy.yaml", root / "keys.yaml"
+
+
+def gateways(n: int, upstream: str, ledger: str, policy: dict[str, Any]) -> list[Child]:
+    policy_file, keys_file = _files(policy)
+    children = [
+        Child([sys.executable, "-m", "execbudget.gateway", "serve", "--policy", str(policy_file),
+               "--upstream", f"openai={upstream}", "--keys", str(keys_file), "--ledger", ledger,
+               "--log-level", "WARNING"])
+        for _ in range(n)
+    ]  # fmt: skip
+    for child in children:
+        child.wait()
+    return children
+
+
+def posthoc_proxies(n: int, upstream: str, redis_url: str, prefix: str, limit: int) -> list[Child]:
+    children = [
+        Child([sys.executable, "-m", "bench.bench_gateway", "--serve-posthoc", "--upstream",
+               upstream, "--redis", redis_url, "--prefix", prefix, "--limit", str(limit)])
+        for _ in range(n)
+    ]  # fmt: skip
+    for child in children:
+        child.wait()
+    return children
+
+
+def _redis_ok() -> bool:
+    try:
+        import redis
+
+        with redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1) as client:
+            client.ping()
+        return True
+    except Exception:
+        return False
+
+
+def _drop_redis(prefix: str) -> None:
+    import redis
+
+    with redis.Redis.from_url(REDIS_URL) as client:
+        names = list(client.scan_iter(match="*" + prefix + "*", count=1000))
+        for i in range(0, len(names), 500):
+            client.delete(*names[i : i + 500])
+
+
+# -- the post-hoc reference proxy ----------------------------------------------------------
+def serve_posthoc(args: argparse.Namespace) -> int:
+    """
+    Check-then-charge-after, as most gateways do: refuse when the recorded spend has
+    reached the limit, otherwise forward, and add the reported cost once the answer is in.
+    """
+    import httpx
+    import redis.asyncio as aioredis
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    book = PriceBook()
+    client = httpx.AsyncClient(limits=httpx.Limits(max_connections=512), timeout=60)
+    store = aioredis.Redis.from_url(args.redis)
+    spent_key = args.prefix + "spent"
+
+    async def chat(request: Request) -> Response:
+        spent = int(await store.get(spent_key) or 0)
+        if spent >= args.limit:
+            return Response(b'{"error":{"type":"budget_exceeded"}}', 402)
+        body = await request.body()
+        answer = await client.post(f"{args.upstream}/v1/chat/completions", content=body,
+                                   headers={"content-type": "application/json"})  # fmt: skip
+        data = answer.json()
+        usage = data.get("usage") or {}
+        cost = book.cost(
+            str(data.get("model", MODEL)),
+            Usage(input_tokens=usage.get("prompt_tokens", 0),
+                  output_tokens=usage.get("completion_tokens", 0)),
+        )  # fmt: skip
+        await store.incrby(spent_key, money_to_units(cost))
+        return Response(answer.content, answer.status_code, media_type="application/json")
+
+    async def health(request: Request) -> Response:
+        return Response(b"ok")
+
+    app = Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"]),
+                            Route("/healthz", health)])  # fmt: skip
+    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off")
+    uvicorn.Server(config).run(sockets=[socket.socket(fileno=args.fd)])
+    return 0
+
+
+# -- load ------------------------------------------------------------------------------------
+async def open_loop(
+    targets: list[tuple[str, int, bytes]], rate: float, seconds: float
+) -> list[list[float]]:
+    """Each target gets ``rate`` requests/s on a fixed schedule; latencies in seconds."""
+    latencies: list[list[float]] = [[] for _ in targets]
+    idle: list[list[RawConnection]] = [[] for _ in targets]
+    body = json.dumps(BODY).encode()
+    errors = 0
+
+    async def one(i: int) -> None:
+        nonlocal errors
+        host, port, headers = targets[i]
+        conn = idle[i].pop() if idle[i] else RawConnection(host, port)
+        started = time.perf_counter()
+        status, _ = await conn.post("/v1/chat/completions", body, headers)
+        latencies[i].append(time.perf_counter() - started)
+        if status != 200:
+            errors += 1
+        idle[i].append(conn)
+
+    tasks = []
+    start = time.perf_counter()
+    total = int(rate * seconds)
+    for n in range(total):
+        due = start + n / rate
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        for i in range(len(targets)):
+            tasks.append(asyncio.ensure_future(one(i)))
+    await asyncio.gather(*tasks)
+    for conns in idle:
+        for conn in conns:
+            conn.close()
+    if errors:
+        print(json.dumps({"warning": f"{errors} non-200 answers"}), file=sys.stderr)
+    return latencies
+
+
+async def closed_loop(
+    ports: list[int],
+    connections: int,
+    seconds: float,
+    stop: Callable[[int], bool] | None = None,
+    request: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """``connections`` clients, each sending the next request when the last answered."""
+    body = json.dumps(request or BODY).encode()
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    deadline = time.perf_counter() + seconds
+
+    async def client(i: int) -> None:
+        conn = RawConnection("127.0.0.1", ports[i % len(ports)])
+        try:
+            while time.perf_counter() < deadline:
+                started = time.perf_counter()
+                status, _ = await conn.post("/v1/chat/completions", body, _auth())
+                latencies.append(time.perf_counter() - started)
+                statuses[status] = statuses.get(status, 0) + 1
+                if stop is not None and stop(status):
+                    return
+        finally:
+            conn.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client(i) for i in range(connections)))
+    elapsed = time.perf_counter() - started
+    latencies.sort()
+    ok = statuses.get(200, 0)
+    return {
+        "elapsed_s": round(elapsed, 2),
+        "ok": ok,
+        "statuses": {str(k): v for k, v in sorted(statuses.items())},
+        "ok_per_s": round(ok / elapsed, 1),
+        "p50_ms": round(percentile(latencies, 0.5) * 1000, 2),
+        "p99_ms": round(percentile(latencies, 0.99) * 1000, 2),
+    }
+
+
+def _load() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
+# -- the three parts -----------------------------------------------------------------------
+def added_latency(fake: FakeProvider, ledger: str, seconds: float, rate: float) -> dict[str, Any]:
+    policy = {"scopes": [{"match": "org:acme", "limits": {"cost": "1000000 USD"}}]}
+    children = gateways(1, fake.base_url, ledger, policy)
+    load_before = _load()
+    try:
+        targets = [("127.0.0.1", fake.port, b""), ("127.0.0.1", children[0].port, _auth())]
+        asyncio.run(open_loop(targets, rate, 1.0))  # warm connections, caches and the JIT-less
+        direct, gateway = asyncio.run(open_loop(targets, rate, seconds))
+    finally:
+        for child in children:
+            child.stop()
+    direct.sort()
+    gateway.sort()
+    p = {q: (percentile(direct, q), percentile(gateway, q)) for q in (0.5, 0.9, 0.99)}
+    return emit(
+        "gateway.added_latency",
+        ledger=ledger.split("?")[0].split("://")[0],
+        rate_per_s=rate,
+        requests=len(gateway),
+        direct_p50_ms=round(p[0.5][0] * 1000, 3),
+        gateway_p50_ms=round(p[0.5][1] * 1000, 3),
+        added_p50_ms=round((p[0.5][1] - p[0.5][0]) * 1000, 3),
+        added_p90_ms=round((p[0.9][1] - p[0.9][0]) * 1000, 3),
+        direct_p99_ms=round(p[0.99][0] * 1000, 3),
+        gateway_p99_ms=round(p[0.99][1] * 1000, 3),
+        added_p99_ms=round((p[0.99][1] - p[0.99][0]) * 1000, 3),
+        load_before=load_before,
+        load_after=_load(),
+    )
+
+
+def throughput(fake: FakeProvider, ledger: str, processes: int, seconds: float) -> dict[str, Any]:
+    policy = {"scopes": [{"match": "org:acme", "limits": {"cost": "1000000 USD"}}]}
+    children = gateways(processes, fake.base_url, ledger, policy)
+    load_before = _load()
+    try:
+        ports = [c.port for c in children]
+        asyncio.run(closed_loop(ports, 32, 1.0))
+        result = asyncio.run(closed_loop(ports, 32, seconds))
+    finally:
+        for child in children:
+            child.stop()
+    return emit(
+        "gateway.throughput",
+        ledger=ledger.split("?")[0].split("://")[0],
+        processes=processes,
+        connections=32,
+        **result,
+        load_before=load_before,
+        load_after=_load(),
+    )
+
+
+def overshoot(fake: FakeProvider, seconds: float) -> list[dict[str, Any]]:
+    """Same budget, same load, held before (ours) vs charged after (reference)."""
+    limit = Decimal("0.10")
+    limit_units = money_to_units(limit)
+    # gpt-4o, answers of 200 tokens under max_tokens 256: ~0.002 USD a call, ~50 calls fit
+    request = {**BODY, "model": "gpt-4o", "max_tokens": 256}
+    fake.configure(output_tokens=200, latency_ms=50)
+    out = []
+    try:
+        for mode in ("hold-before (execbudget)", "charge-after (reference)"):
+            prefix = f"ebbench:{uuid.uuid4().hex[:8]}:"
+            if mode.startswith("hold"):
+                ledger = f"{REDIS_URL}?prefix={prefix}"
+                policy = {"scopes": [{"match": "org:acme", "limits": {"cost": f"{limit} USD"}}]}
+                children = gateways(2, fake.base_url, ledger, policy)
+            else:
+                children = posthoc_proxies(2, fake.base_url, REDIS_URL, prefix, limit_units)
+            load_before = _load()
+            try:
+                result = asyncio.run(
+                    closed_loop(
+                        [c.port for c in children], 48, seconds, lambda s: s == 402, request
+                    )
+                )
+            finally:
+                for child in children:
+                    child.stop()
+            spent = _spent(mode, prefix)
+            _drop_redis(prefix)
+            out.append(
+                emit(
+                    "gateway.overshoot",
+                    mode=mode,
+                    limit_usd=str(limit),
+                    spent_usd=str(units_to_money(spent)),
+                    overshoot_pct=round((spent - limit_units) / limit_units * 100, 1),
+                    concurrency=48,
+                    **result,
+                    load_before=load_before,
+                    load_after=_load(),
+                )
+            )
+    finally:
+        fake.configure(output_tokens=16, latency_ms=0)
+    return out
+
+
+def _spent(mode: str, prefix: str) -> int:
+    if mode.startswith("charge"):
+        import redis
+
+        with redis.Redis.from_url(REDIS_URL) as client:
+            return int(client.get(prefix + "spent") or 0)
+    from execbudget.ledger import Ledger
+
+    with Ledger.from_url(f"{REDIS_URL}?prefix={prefix}") as ledger:
+        lines = [s for s in ledger.lines("org:acme") if s.key == ("org:acme", "total", "cost")]
+        return lines[0].spent if lines else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--rate", type=float, default=200.0)
+    parser.add_argument("--quick", action="store_true", help="3-second runs")
+    parser.add_argument("--ledger", help="ledger URL (default: Redis, else SQLite)")
+    parser.add_argument("--only", choices=["latency", "throughput", "overshoot"])
+    parser.add_argument("--serve-posthoc", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--upstream", help=argparse.SUPPRESS)
+    parser.add_argument("--redis", help=argparse.SUPPRESS)
+    parser.add_argument("--prefix", help=argparse.SUPPRESS)
+    parser.add_argument("--limit", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--fd", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.serve_posthoc:
+        return serve_posthoc(args)
+    seconds = 3.0 if args.quick else args.seconds
+    redis_ok = _redis_ok()
+    ledger = args.ledger or (
+        f"{REDIS_URL}?prefix=ebbench:{uuid.uuid4().hex[:8]}:"
+        if redis_ok
+        else f"sqlite:///{tempfile.mkdtemp()}/bench.db"
+    )
+    emit("gateway.machine", **machine(), load=_load())
+    with FakeProvider(process=True, output_tokens=16) as fake:
+        if args.only in (None, "latency"):
+            added_latency(fake, ledger, seconds, args.rate)
+        if args.only in (None, "throughput"):
+            for processes in (1, 2):
+                throughput(fake, ledger, processes, seconds)
+        if args.only in (None, "overshoot") and redis_ok:
+            overshoot(fake, seconds)
+    if redis_ok and "prefix=ebbench:" in ledger:
+        _drop_redis(ledger.split("prefix=")[1])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
