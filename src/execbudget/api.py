@@ -83,6 +83,7 @@ def current() -> Scope | None:
     view = Scope(
         frame.enforcer, frame.kind, frame.name, instance=False, limits=None, is_run=frame.is_run
     )
+    view.instance = frame.key.partition("#")[2] or None
     view._frame = frame
     return view
 

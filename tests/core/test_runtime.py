@@ -276,3 +276,11 @@ def test_a_denial_reaps_expired_holds_of_crashed_workers_first(enforcer: Enforce
     org = [line for line in enforcer.status("org:") if line.key.dimension == "cost"]
     assert [(line.spent, line.held) for line in org] == [(500_000_000, 0)]
     assert run.key
+
+
+def test_current_is_the_open_scope_with_its_full_key(enforcer: Enforcer) -> None:
+    assert execbudget.current() is None
+    with enforcer.run("triage") as run:
+        view = execbudget.current()
+        assert view is not None and view.key == run.key and "#" in view.key
+        assert view.depth == 1
