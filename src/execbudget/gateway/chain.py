@@ -1,18 +1,18 @@
 """
 The scope chain of one gateway request, built server side from the caller's key.
 
+    model:<model>                    platform-wide cap on one model, across every tenant
     org:<org>                        the tenant
     team:<org>/<team>                optional
     key:<key id>
     workflow:<org>/<wf>              X-Execbudget-Workflow (optional)
     run:<org>/<wf>#<run id>          X-Execbudget-Run (optional)
-    model:<model>                    platform-wide cap on one model, across every tenant
 
-The model scope is innermost, so when several scopes refuse, the denial names the
-tenant's own scope first. Workflow and run scopes are namespaced by the key's org: a client
-may name any run it likes and only ever gets a run inside its own tenant, so concurrent
-requests of one run share its budget atomically, and nobody else's. The fixed part of the
-chain (org, team, key) is cached per key, so its window ids are computed once per window.
+Outermost first: when several scopes refuse, the denial names the highest level, and a
+per-call cap denial names the innermost, the caller's key or run. Workflow and run scopes
+are namespaced by the key's org: a client may name any run it likes and only ever gets a
+run inside its own tenant, so concurrent requests of one run share its budget
+atomically, and nobody else's.
 
 Each scope also gets a **gateway line** ``(scope, "gateway", "calls")`` in every hold, with
 a limit no one reaches. It counts the calls routed per scope and carries the scope's kill
@@ -47,6 +47,7 @@ SENTINEL_LIMIT: Final = 2**62
 #: never writes anything: see ``killswitch``.
 PROBE_LINE: Final = LineRequest(LineKey("gateway:probe", "total", "calls"), 0, 1)
 
+_MAX_CACHED: Final = 100_000
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$")
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 
@@ -85,7 +86,7 @@ class ChainBuilder:
     def __init__(self, enforcer: Enforcer, *, model_scopes: bool = True) -> None:
         self.enforcer = enforcer
         self.model_scopes = model_scopes
-        self._base: dict[str, Frame] = {}
+        self._base: dict[tuple[str, str | None], Frame] = {}
 
     def _frame(self, kind: str, name: str, key: str, parent: Frame | None, is_run: bool) -> Frame:
         enforcer = self.enforcer
@@ -102,17 +103,22 @@ class ChainBuilder:
             is_run,
         )
 
-    def base(self, record: KeyRecord) -> Frame:
-        """org → team → key, cached (a reload of the keys file builds a new builder)."""
-        frame = self._base.get(record.id)
+    def base(self, record: KeyRecord, model: str | None) -> Frame:
+        """model → org → team → key, cached per key and model (bounded)."""
+        cache_key = (record.id, model if self.model_scopes else None)
+        frame = self._base.get(cache_key)
         if frame is None:
-            parent = self._frame("org", record.org, f"org:{record.org}", None, False)
+            parent: Frame | None = None
+            if model is not None and self.model_scopes:
+                parent = self._frame("model", model, f"model:{model}", None, False)
+            parent = self._frame("org", record.org, f"org:{record.org}", parent, False)
             if record.team:
                 name = f"{record.org}/{record.team}"
                 parent = self._frame("team", name, f"team:{name}", parent, False)
             frame = self._frame("key", record.id, f"key:{record.id}", parent, False)
-            if len(self._base) < 100_000:
-                self._base[record.id] = frame
+            if len(self._base) >= _MAX_CACHED:
+                self._base.clear()  # many keys × models: start over rather than grow
+            self._base[cache_key] = frame
         return frame
 
     def build(
@@ -123,8 +129,10 @@ class ChainBuilder:
         run: str | None = None,
     ) -> Chain:
         """The chain of one request; raises ``RequestError`` for a malformed header value."""
-        frame = self.base(record)
+        frame = self.base(record, model)
         scopes = list(record.scopes)
+        if model is not None and self.model_scopes:
+            scopes.insert(0, f"model:{model}")
         org = record.org
         if workflow is not None:
             if not _HEADER_NAME.match(workflow):
@@ -146,9 +154,6 @@ class ChainBuilder:
                 )
             name = f"{org}/{workflow or 'default'}"
             frame = self._frame("run", name, f"run:{name}#{run}", frame, True)
-            scopes.append(frame.key)
-        if model is not None and self.model_scopes:
-            frame = self._frame("model", model, f"model:{model}", frame, False)
             scopes.append(frame.key)
         return Chain(frame, tuple(scopes), org)
 

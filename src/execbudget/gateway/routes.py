@@ -12,6 +12,7 @@ answer with the remaining budget of the tightest scope in ``x-execbudget-*`` hea
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -84,9 +85,11 @@ async def read_json(request: Request, limit: int) -> dict[str, Any]:
     if not raw.strip():
         raise RequestError(400, "the request body is empty; send a JSON object", code="empty_body")
     try:
-        data = json.loads(raw)
+        data = json.loads(raw, parse_constant=_not_json)
     except (ValueError, RecursionError) as exc:
-        detail = exc.msg if isinstance(exc, json.JSONDecodeError) else type(exc).__name__
+        detail = (
+            exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc) or type(exc).__name__
+        )
         raise RequestError(
             400,
             f"the request body is not valid JSON ({detail}); send a JSON object",
@@ -99,6 +102,11 @@ async def read_json(request: Request, limit: int) -> dict[str, Any]:
             code="invalid_body",
         )
     return data
+
+
+def _not_json(name: str) -> Any:
+    """Python's parser accepts NaN and Infinity; JSON (and every provider) does not."""
+    raise ValueError(f"{name} is not a JSON value")
 
 
 def _too_large(limit: int) -> RequestError:
@@ -351,7 +359,8 @@ async def model_call(
         log.exception("gateway error on %s", path)
         hold = ex.record.hold
         if hold is not None and not hold.settled:
-            await hold.arelease()
+            with contextlib.suppress(Exception):  # the TTL frees it if the ledger is down too
+                await hold.arelease()
         ex.status = 500
         return error_response(
             dialect,

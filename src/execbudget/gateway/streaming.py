@@ -269,14 +269,17 @@ class GuardedStream(Response):
     # -- ASGI --------------------------------------------------------------------------
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         ctx = self.ctx
-        outcome: StreamOutcome = "end"
+        outcome: StreamOutcome = "disconnect"  # until the relay says otherwise
         denial: BudgetExceeded | None = None
         headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in ctx.headers.items()]
         pump: asyncio.Task[StreamOutcome] | None = None
         watch: asyncio.Task[None] | None = None
         ticket = None
         try:
-            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            try:
+                await send({"type": "http.response.start", "status": 200, "headers": headers})
+            except OSError:
+                return  # the client left before the first byte (settled in finally)
             pump = asyncio.ensure_future(self._pump(send))
             watch = asyncio.ensure_future(self._watch(receive))
 
@@ -302,9 +305,6 @@ class GuardedStream(Response):
                 outcome = "disconnect"
             if outcome == "disconnect" and self.killed_by:
                 outcome = "killed"
-        except asyncio.CancelledError:
-            outcome = "disconnect"
-            raise
         finally:
             for task in (pump, watch):
                 if task is not None and not task.done():
