@@ -19,7 +19,6 @@ from ._arrays import FloatArray
 nx: Any = importlib.import_module("networkx")
 _special: Any = importlib.import_module("scipy.special")
 _stats: Any = importlib.import_module("scipy.stats")
-_linalg: Any = importlib.import_module("scipy.linalg")
 
 
 def ndtr(x: FloatArray | float) -> FloatArray:
@@ -42,12 +41,4 @@ def poisson(mean: float) -> Any:
     return _stats.poisson(mean)
 
 
-def lu_factor(a: FloatArray) -> Any:
-    return _linalg.lu_factor(a, check_finite=False)
-
-
-def lu_solve(lu: Any, b: FloatArray, *, trans: int = 0) -> FloatArray:
-    return np.asarray(_linalg.lu_solve(lu, b, trans=trans, check_finite=False), dtype=np.float64)
-
-
-__all__ = ["lu_factor", "lu_solve", "nbinom", "ndtr", "ndtri", "nx", "poisson"]
+__all__ = ["nbinom", "ndtr", "ndtri", "nx", "poisson"]

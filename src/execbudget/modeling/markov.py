@@ -2,7 +2,7 @@
 Exact moments by absorbing Markov chains (costmodel.md §4.2).
 
 Transient states are the nodes; absorbing states are ``done`` and ``fail``. For each
-envelope atom the engine solves, with one LU factorisation of ``I − Q``:
+envelope atom the engine solves, with ``I − Q``:
 
 * ``t₁ = N·m`` — expected total from each node (``N = (I − Q)⁻¹``, ``m`` the mean per visit);
 * ``t₂ = N·(s + 2·w∘(B·t₁))`` — the second moment, where ``s`` is the per-visit second
@@ -33,7 +33,6 @@ from functools import partial
 import numpy as np
 
 from ._arrays import FloatArray, IntArray
-from ._deps import lu_factor, lu_solve
 from .common import COST, DIMS, N_DIMS, CRetry, VisitMoments
 from .compiled import DONE, FAIL, CompiledGraph, CompiledModel, Kernel, graph_vars, kernel_vars
 from .kernel_call import CallKernel
@@ -186,16 +185,17 @@ def solve_graph(graph: CompiledGraph, env: FloatArray, memo: Memo | None = None)
         q = go[:, None] * b_t
         to_done = go * done
         to_fail = go * fail + np.where(cont, 0.0, pex)
-        lu = lu_factor(np.eye(n) - q)
+        # numpy's solver: scipy's LU showed millisecond stalls on tiny matrices
+        m_i_q = np.eye(n) - q
         ag = idx.shape[0]
         rhs1 = m_unc[:, :, idx].transpose(1, 0, 2).reshape(n, -1)
-        t1 = lu_solve(lu, rhs1)
+        t1 = np.linalg.solve(m_i_q, rhs1)
         cross = m_go[:, :, idx].transpose(1, 0, 2).reshape(n, -1) * (b_t @ t1)
         rhs2 = s_unc[:, :, idx].transpose(1, 0, 2).reshape(n, -1) + 2 * cross
-        t2 = lu_solve(lu, rhs2)
+        t2 = np.linalg.solve(m_i_q, rhs2)
         alpha = np.zeros(n)
         alpha[graph.entry] = 1.0
-        an = lu_solve(lu, alpha, trans=1)
+        an = np.linalg.solve(m_i_q.T, alpha)
         visits[:, idx] = an[:, None]
         mean[:, idx] = t1[graph.entry].reshape(N_DIMS, ag)
         second[:, idx] = t2[graph.entry].reshape(N_DIMS, ag)

@@ -299,6 +299,16 @@ def run_chunk(
     )
 
 
+def _run_chunks(
+    model: CompiledModel,
+    sizes: list[int],
+    seeds: list[np.random.SeedSequence],
+    caps: SimCaps | None,
+    keep_tail: float,
+) -> list[Chunk]:
+    return [run_chunk(model, n, s, caps, keep_tail) for n, s in zip(sizes, seeds, strict=True)]
+
+
 @dataclass
 class Simulation:
     """The merged result of a Monte Carlo run (see :func:`simulate`)."""
@@ -479,14 +489,17 @@ def simulate(
             progress(done, runs)
 
     if workers > 1 and n_chunks > 1:
+        # a few chunks per task: fewer round trips between processes, same chunks and seeds
+        per_task = max(1, n_chunks // (4 * workers))
+        jobs = [
+            (sizes[i : i + per_task], seeds[i : i + per_task]) for i in range(0, n_chunks, per_task)
+        ]
         ctx = multiprocessing.get_context("fork")
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            futures = [
-                pool.submit(run_chunk, model, n, s, caps, keep_tail)
-                for n, s in zip(sizes, seeds, strict=True)
-            ]
+            futures = [pool.submit(_run_chunks, model, ns, ss, caps, keep_tail) for ns, ss in jobs]
             for fut in futures:
-                collect(fut.result())
+                for chunk in fut.result():
+                    collect(chunk)
     else:
         for n, s in zip(sizes, seeds, strict=True):
             collect(run_chunk(model, n, s, caps, keep_tail))
