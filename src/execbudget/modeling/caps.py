@@ -70,6 +70,7 @@ class CapSet:
     depth: int | None = None
     daily_cost: float | None = None
     runs_per_day: int | None = None
+    warnings: list[str] = field(default_factory=list)
 
     def value(self, key: str) -> float | None:
         cap = self.caps.get(key)
@@ -102,6 +103,28 @@ def _concurrency(graph: CompiledGraph, fan_cap: float, env_upper: np.ndarray) ->
             width = min(k.max_concurrency or math.inf, fan_cap, k.count.upper(env_upper))
             best = max(best, width * (1 + _concurrency(k.item, fan_cap, env_upper)))
     return min(best, fan_cap)
+
+
+def _cliff_warnings(model: CompiledModel, max_input: float | None) -> list[str]:
+    """Price cliffs the input ceiling lets calls cross (costmodel.md §4.5: warn when the
+    tail of per-call input reaches a tier threshold)."""
+    if max_input is None:
+        return []
+    crossed: dict[tuple[float, str], list[str]] = {}
+    for name, k in model.graph.walk():
+        card = getattr(k, "card", None)
+        if card is None:
+            continue
+        for i, threshold in enumerate(card.thresholds):
+            if max_input > threshold:
+                above, below = card.levels[i + 1], card.levels[i]
+                ratio = above.input / below.input if below.input else float("inf")
+                crossed.setdefault((threshold, f"{ratio:.3g}×"), []).append(name)
+    return [
+        f"per_call.max_input_tokens {max_input:,.0f} is above the {t:,.0f}-token price tier "
+        f"of {', '.join(nodes)}: a call past it costs {ratio} the input rate on every token"
+        for (t, ratio), nodes in crossed.items()
+    ]
 
 
 def derive_caps(
@@ -188,6 +211,7 @@ def derive_caps(
         f"q{1 - eps:g} of run cost, other caps on",
         exceed=sim.exceed(value),
     )
+    out.warnings += _cliff_warnings(model, out.value("per_call.max_input_tokens"))
     fan = out.value("fan_out")
     if fan is not None:
         out.concurrency = int(_concurrency(model.graph, fan, model.env_upper()))

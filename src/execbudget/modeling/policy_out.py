@@ -93,6 +93,7 @@ def _header(a: Analysis) -> list[str]:
         f"guaranteed worst case of a run under these caps: {a.worst.guaranteed:.6g} {cur} "
         f"(bound by {a.worst.binding})",
     ]
+    lines += [f"warning: {w}" for w in a.caps.warnings]
     return [f"# {line}" for line in lines]
 
 

@@ -120,6 +120,7 @@ def to_json(a: Analysis) -> dict[str, Any]:
             }
             for k, c in a.caps.caps.items()
         },
+        "warnings": list(a.caps.warnings),
         "concurrency": a.caps.concurrency,
         "depth": a.caps.depth,
         "daily_cost": _m(a.caps.daily_cost) if a.caps.daily_cost is not None else None,
@@ -259,6 +260,8 @@ def render(a: Analysis, console: Console) -> None:
             f"{a.caps.runs_per_day}/day: V·μ + 3.09σ√V",
         )
     console.print(caps)
+    for warning in a.caps.warnings:
+        console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
 
     wi = a.whatif
     stops = ", ".join(f"{k} {_pct(v)}" for k, v in wi.denied_rates().items()) or "none"
