@@ -154,7 +154,9 @@ def test_worst_case_walk_by_hand() -> None:
 def test_an_input_ceiling_past_a_price_tier_is_flagged() -> None:
     from execbudget.modeling.caps import _cliff_warnings
 
-    model = build({"a": {"kind": "model", "model": "big", "input_tokens": 1000, "output_tokens": 10}})
+    model = build(
+        {"a": {"kind": "model", "model": "big", "input_tokens": 1000, "output_tokens": 10}}
+    )
     assert _cliff_warnings(model, 150_000) == []
     (warning,) = _cliff_warnings(model, 250_000)
     assert "200,000-token price tier of a" in warning and "2×" in warning

@@ -13,7 +13,7 @@ from execbudget.modeling.distributions import Z99
 
 
 def test_lognormal_from_median_and_p99() -> None:
-    d = LogNormal(median=800, p99=8000)
+    d = LogNormal.from_median_p99(800, 8000)
     assert d.s == pytest.approx(math.log(10) / Z99)
     assert d.quantile(0.5) == pytest.approx(800)
     assert d.quantile(0.99) == pytest.approx(8000)

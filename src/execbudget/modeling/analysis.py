@@ -17,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from .caps import CapSet, derive_caps, record_stops
 from .common import COST, DIMS
 from .compiled import CompiledModel, compile_graph
@@ -97,10 +99,8 @@ def _checks(exact: ExactMoments, sim: Simulation) -> list[Check]:
         h = sim.counters[dim]
         if h.max() == 0:
             continue
-        k = h.counts.astype(float)
-        x = range(k.shape[0])
         mu = h.mean()
-        var = sum(k[i] * (i - mu) ** 2 for i in x if k[i]) / max(h.n - 1, 1)
+        var = float(h.counts @ (np.arange(h.counts.shape[0]) - mu) ** 2) / max(h.n - 1, 1)
         half = z * math.sqrt(var / h.n)
         out.append(
             Check(f"mean {dim}", float(exact.mean[DIMS.index(dim)]), mu, mu - half, mu + half)

@@ -77,10 +77,6 @@ class CQty:
             top += self.times * float(env_upper[self.var])
         return top
 
-    @property
-    def is_zero(self) -> bool:
-        return isinstance(self.base, Fixed) and self.base.value == 0.0 and not self.env_dependent
-
 
 ZERO = CQty(Fixed(value=0.0))
 
@@ -108,10 +104,6 @@ class CRetry:
     def q_exh(self) -> float:
         """``P(every attempt fails)``."""
         return float(sum(w * p ** (self.r + 1) for w, p in self.regimes))
-
-    @property
-    def trivial(self) -> bool:
-        return self.q_exh == 0.0 and self.q_ok.shape[0] == 1
 
     @cached_property
     def stats(self) -> tuple[float, float, float, float, float, float]:
@@ -229,11 +221,6 @@ class Lattice:
             m = max(m, 1 << max(math.ceil(math.log2(max(upper, 2.0) + 1)), 6))
             return Lattice(1.0, m, 10.0 / m)
         return Lattice(upper / m, m, 10.0 / m)
-
-    @cached_property
-    def _s(self) -> ComplexArray:
-        k = np.arange(self.m)
-        return np.asarray(self.theta + 2j * np.pi * k / self.m, dtype=np.complex128)
 
     @cached_property
     def _k(self) -> IntArray:

@@ -23,10 +23,11 @@ from pydantic import ValidationError
 from .spec import GraphSpec
 from .validate import GraphError, check_graph
 
+#: Tags pydantic puts in error locations for union members; they are not field names.
 _UNION_TAGS = frozenset(
     {"model", "tool", "agent_loop", "fan_out", "env", "dist"}
     | {"fixed", "lognormal", "negbin", "poisson", "empirical"}
-    | {"float", "str", "list[Branch]", "BinnedP", "literal['rest']", "function-after[_shape()]"}
+    | {"float", "str", "list[Branch]", "BinnedP", "literal['rest']"}
 )
 
 
@@ -57,7 +58,7 @@ def graph_from_dict(
     try:
         spec = GraphSpec.model_validate(data)
     except ValidationError as exc:
-        raise GraphError(source, [_describe(e) for e in exc.errors()]) from None
+        raise GraphError(source, _describe_all(exc.errors())) from None
     check_graph(spec, source)
     return spec
 
@@ -136,19 +137,32 @@ def _where(path: str) -> str:
     return path or "<top level>"
 
 
-def _describe(error: Any) -> str:
-    """One pydantic error as 'node 'x': field: problem (found ...)'."""
-    loc = [str(p) for p in error.get("loc", ()) if str(p) not in _UNION_TAGS]
-    path = ".".join(loc)
-    kind = error.get("type", "")
-    msg = str(error.get("msg", "invalid"))
-    if kind == "extra_forbidden":
-        msg = "unknown key; remove it or check its spelling"
-    msg = msg.removeprefix("Value error, ")
-    text = f"{_where(path)}: {msg}"
-    if kind not in {"missing"} and "input" in error and not isinstance(error["input"], Mapping):
-        text += f" (found {error['input']!r})"
-    return text
+def _describe_all(errors: list[Any]) -> list[str]:
+    """
+    Pydantic errors as ``node 'x': field: problem (found ...)``.
+
+    A union (``next`` is a name or branches, ``p`` a number, ``rest`` or bins) fails once
+    per alternative; the alternatives of one field are joined, and a field whose inner
+    fields have errors of their own is left out, so each problem is said once.
+    """
+    by_path: dict[str, list[str]] = {}
+    found: dict[str, str] = {}
+    for error in errors:
+        path = ".".join(str(p) for p in error.get("loc", ()) if str(p) not in _UNION_TAGS)
+        kind = error.get("type", "")
+        msg = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+        if kind == "extra_forbidden":
+            msg = "unknown key; remove it or check its spelling"
+        if msg not in by_path.setdefault(path, []):
+            by_path[path].append(msg)
+        if kind != "missing" and "input" in error and not isinstance(error["input"], Mapping):
+            found.setdefault(path, f" (found {error['input']!r})")
+    out = []
+    for path, msgs in by_path.items():
+        if any(other.startswith(path + ".") for other in by_path):
+            continue
+        out.append(f"{_where(path)}: {'; or: '.join(msgs)}{found.get(path, '')}")
+    return out
 
 
 __all__ = ["graph_from_dict", "load_graph", "read_trace"]

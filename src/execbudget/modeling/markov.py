@@ -227,13 +227,6 @@ class ExactMoments:
         i = DIMS.index(dim)
         return float(self.mean[i]), float(self.sd[i])
 
-    def cantelli(self, x: float) -> float:
-        """Distribution-free upper bound of ``P(cost >= x)`` from the mean and variance."""
-        mu, var = float(self.mean[COST]), float(self.var[COST])
-        if x <= mu:
-            return 1.0
-        return var / (var + (x - mu) ** 2)
-
 
 def exact_moments(model: CompiledModel, *, bins: int = 32) -> ExactMoments:
     """Solve the whole model exactly (see the module docstring)."""

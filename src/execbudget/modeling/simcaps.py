@@ -41,12 +41,6 @@ class SimCaps:
     def has_run_limits(self) -> bool:
         return bool(np.any(np.isfinite(self.run)))
 
-    @property
-    def has_call_caps(self) -> bool:
-        return any(
-            math.isfinite(v) for v in (self.max_input_tokens, self.max_output_tokens, self.max_cost)
-        )
-
 
 def _tol(x: FloatArray) -> FloatArray:
     return 1e-12 * np.maximum(np.abs(x), 1.0)

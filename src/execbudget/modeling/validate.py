@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import ConfigurationError
-from ._arrays import FloatArray, IntArray
+from ._arrays import FloatArray
 from ._deps import nx
 from .distributions import AnyDist
 from .spec import (
@@ -55,10 +55,6 @@ class BranchTable:
     probs: FloatArray
     by: str | None = None
     edges: tuple[float, ...] = ()
-
-    def bin_of(self, values: FloatArray) -> IntArray:
-        """The bin index of each value of the ``by`` variable (right-closed bins)."""
-        return np.searchsorted(np.asarray(self.edges), values, side="left").astype(np.int64)
 
 
 def branch_table(where: str, nxt: Next, problems: list[str]) -> BranchTable:
