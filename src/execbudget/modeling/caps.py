@@ -13,7 +13,8 @@ Every cap is chosen so that, on its own, it stops at most ``ε`` of legitimate r
   ceilings apply (the runtime holds input + the clamped ``max_tokens``);
 * run cost: the ``1 - ε`` quantile of the run cost **re-simulated with the other caps**;
 * daily workflow cost (only with a daily run volume): ``V·μ + 3.09·σ·√V``, the one-sided
-  99.9% normal band of a day's total;
+  99.9% normal band of a day's total (the tail scenario ``V·μ + ⌈V/1000⌉·(p99.9 − μ)`` is
+  reported next to it);
 * concurrency and depth are structural (the graph's own limits).
 
 Rounded values are rounded *up* (two significant digits), which can only lower the rate.
@@ -69,6 +70,7 @@ class CapSet:
     concurrency: int | None = None
     depth: int | None = None
     daily_cost: float | None = None
+    daily_tail_scenario: float | None = None
     runs_per_day: int | None = None
     warnings: list[str] = field(default_factory=list)
 
@@ -219,6 +221,10 @@ def derive_caps(
     if runs_per_day:
         mu, sd = capped.mean().value, capped.sd().value
         out.daily_cost = nice_up(runs_per_day * mu + _Z999 * sd * math.sqrt(runs_per_day), 3)
+        # the other band of §4.5: the day's expected tail runs all at the capped p99.9
+        q999 = capped.quantiles((0.999,))[0.999].value
+        tail_runs = math.ceil(runs_per_day * 0.001)
+        out.daily_tail_scenario = runs_per_day * mu + tail_runs * max(q999 - mu, 0.0)
     return out, capped
 
 

@@ -124,6 +124,9 @@ def to_json(a: Analysis) -> dict[str, Any]:
         "concurrency": a.caps.concurrency,
         "depth": a.caps.depth,
         "daily_cost": _m(a.caps.daily_cost) if a.caps.daily_cost is not None else None,
+        "daily_tail_scenario": (
+            _m(a.caps.daily_tail_scenario) if a.caps.daily_tail_scenario is not None else None
+        ),
         "runs_per_day": a.caps.runs_per_day,
         "worst_case": {
             "structural": _m(a.worst.structural),
@@ -257,7 +260,8 @@ def render(a: Analysis, console: Console) -> None:
             "",
             "",
             "",
-            f"{a.caps.runs_per_day}/day: V·μ + 3.09σ√V",
+            f"{a.caps.runs_per_day}/day: V·μ + 3.09σ√V "
+            f"(tail scenario {_fmt(a.caps.daily_tail_scenario, cur)})",
         )
     console.print(caps)
     for warning in a.caps.warnings:
