@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -222,3 +223,14 @@ def test_broken_probabilities_are_reported_at_their_node(
     with pytest.raises(GraphError) as info:
         graph_from_dict(data)
     assert f"node {name!r}" in str(info.value)
+
+
+def test_toml_graphs_load_like_yaml(tmp_path: Path) -> None:
+    (tmp_path / "g.toml").write_text(
+        'name = "t"\nentry = "a"\n'
+        '[nodes.a]\nkind = "model"\ncost = 0.01\n'
+        'next = [{to = "b", p = 0.25}, {to = "done", p = "rest"}]\n'
+        '[nodes.b]\nkind = "tool"\ncost = {dist = "lognormal", median = 0.002, sigma = 0.5}\n'
+    )
+    mom = exact_moments(compile_graph(load_graph(tmp_path / "g.toml"), PRICES))
+    assert float(mom.mean[0]) == pytest.approx(0.01 + 0.25 * 0.002 * np.exp(0.125))

@@ -232,8 +232,9 @@ def record_stops(caps: CapSet, whatif: Simulation) -> None:
     """Fill in which share of runs each cap stopped in the what-if."""
     rates = whatif.denied_rates()
     for key, cap in caps.caps.items():
-        name = key.split(".")[-1]
-        cap.stopped = rates.get(name, 0.0)
+        if key == "time":  # deadlines are derived, not replayed (runs have no clock here)
+            continue
+        cap.stopped = rates.get(key.split(".")[-1], 0.0)
 
 
 __all__ = ["CapSet", "DerivedCap", "derive_caps", "nice_up", "record_stops"]

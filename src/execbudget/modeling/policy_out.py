@@ -43,7 +43,11 @@ def _rate(p: float | None) -> str:
 
 
 def _comment(cap: DerivedCap) -> str:
-    parts = [f"stops {_rate(cap.stopped)} of runs in the what-if"]
+    parts = [
+        "not replayed in the what-if"
+        if cap.stopped is None
+        else f"stops {_rate(cap.stopped)} of runs in the what-if"
+    ]
     if cap.exact_exceed is not None:
         parts.append(f"P(exceed) {_rate(cap.exact_exceed)} exact")
     elif cap.exceed is not None:
