@@ -355,6 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
         "gateway",
         "the budget-enforcing OpenAI/Anthropic gateway",
     )
+    _register_optional(sub, "execbudget.simulate.cli", "simulate", "all", "failure patterns")
     return parser
 
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -8,6 +9,7 @@ import pytest
 from execbudget import Enforcer, ManualClock
 from execbudget.cli import main
 from execbudget.demo import main as demo_main
+from execbudget.simulate import PATTERNS
 
 POLICY = """
 scopes:
@@ -90,10 +92,15 @@ def test_bad_ledger_urls(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
 
 
 def test_demo_contains_every_scenario(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert demo_main(["--ledger", f"sqlite:///{tmp_path}/demo.db", "--json"]) == 0
-    rows = json.loads(capsys.readouterr().out)
-    ours = [r for r in rows if r["mode"] == "execbudget"]
-    theirs = [r for r in rows if r["mode"] != "execbudget"]
-    assert len(ours) == len(theirs) == 3
-    assert all(r["overshoot"].split()[0] in ("0", "0.00") for r in ours)
-    assert any(r["overshoot"].split()[0] not in ("0", "0.00") for r in theirs)
+    chart = tmp_path / "spend.png"
+    argv = ["--ledger", f"sqlite:///{tmp_path}/demo.db", "--chart", str(chart), "--json"]
+    assert demo_main([*argv, "--small"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    scenarios = report["scenarios"]
+    assert [s["pattern"] for s in scenarios] == list(PATTERNS)
+    # every scenario contained by execbudget with zero overshoot ...
+    assert report["contained"] and all(s["contained"] for s in scenarios)
+    assert all(Decimal(s["with"]["overshoot"]) == 0 for s in scenarios)
+    # ... and every run without (full) budgets really did overshoot
+    assert all(Decimal(s["without"]["overshoot"]) > 0 for s in scenarios)
+    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
