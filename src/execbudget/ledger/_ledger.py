@@ -16,7 +16,7 @@ import os
 import secrets
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, NoReturn
 
 from ..clock import Clock
 from ..errors import BudgetExceeded, ConfigurationError, LedgerUnavailable
@@ -63,20 +63,24 @@ def new_rid() -> str:
 
 
 _MAX_UNITS: Final = 2**62
+_DEFAULT_TTL_MS: Final = round(DEFAULT_TTL_S * 1000)
 
 
 def check_reserve(rid: str, lines: Sequence[LineRequest], ttl_s: float) -> int:
     """Validate a reserve; returns the TTL in ms. Raises ConfigurationError, writes nothing."""
-    check_rid(rid)
+    if type(rid) is not str or not rid or len(rid) > _MAX_RID:
+        check_rid(rid)
     if not (ttl_s > 0) or ttl_s > 366 * 86400:
         raise ConfigurationError(f"hold ttl must be between 0 and a year of seconds, got {ttl_s}")
     keys = set()
     for line in lines:
         if type(line) is not LineRequest:
             raise ConfigurationError(f"a reserve takes LineRequest objects, got {line!r}")
-        key, limit, amount = line.key, line.limit, line.amount
+        key, limit, amount, _ = line
         if not (key[0] and key[1] and key[2]):
             raise ConfigurationError(f"line {key} needs a scope, a window and a dimension")
+        # One exact-type test and one chained comparison per number on the common path;
+        # check_units then names whatever is wrong (a bool, a float, a negative, 2**70).
         if (
             type(limit) is not int
             or type(amount) is not int
@@ -88,6 +92,8 @@ def check_reserve(rid: str, lines: Sequence[LineRequest], ttl_s: float) -> int:
         keys.add(key)
     if len(keys) != len(lines):
         raise ConfigurationError("a line appears twice in one reserve; merge its amounts")
+    if ttl_s == DEFAULT_TTL_S:
+        return _DEFAULT_TTL_MS
     return max(1, round(ttl_s * 1000))
 
 
@@ -147,6 +153,21 @@ class guarded:
             raise LedgerUnavailable(self.backend, f"{type(exc).__name__}: {exc}") from exc
 
 
+def _reraise(backend: str, exc: BaseException) -> NoReturn:
+    """
+    What ``guarded`` does, for the hot paths that catch driver errors themselves.
+
+    ``reserve``/``commit``/``release`` catch ``storage.base_exceptions`` with a plain
+    ``try``/``except`` instead of ``with guarded(...)``: since Python 3.11 a ``try`` costs
+    nothing until something is raised, while the context manager costs an object and two
+    Python-level calls on every operation. The mapping is the same: our own errors pass
+    through, a driver error becomes ``LedgerUnavailable`` chained to the original.
+    """
+    if isinstance(exc, ConfigurationError | BudgetExceeded):
+        raise exc
+    raise LedgerUnavailable(backend, f"{type(exc).__name__}: {exc}") from exc
+
+
 def _describe(storage: Any, url: str) -> str:
     return url or f"{getattr(storage, 'scheme', 'custom')}://"
 
@@ -184,10 +205,12 @@ class Ledger:
         ttl_ms = check_reserve(rid, lines, ttl_s)
         if not lines:
             return rid, ReserveOutcome(ReserveStatus.OK, None)
-        with guarded(self.url, self._errors):
+        try:
             return rid, self.storage.reserve(
                 rid, lines, ttl_ms, on_expiry=on_expiry, charge_now=charge_now
             )
+        except self._errors as exc:
+            _reraise(self.url, exc)
 
     def reserve(
         self,
@@ -199,24 +222,38 @@ class Ledger:
         charge_now: bool = False,
     ) -> str:
         """Reserve, or raise the ``BudgetExceeded`` subclass of the refusing line."""
-        rid, outcome = self.try_reserve(
-            lines, rid=rid, ttl_s=ttl_s, on_expiry=on_expiry, charge_now=charge_now
-        )
+        # try_reserve's steps, inlined: this is the hottest call of the library.
+        rid = rid or new_rid()
+        ttl_ms = check_reserve(rid, lines, ttl_s)
+        if not lines:
+            return rid
+        try:
+            outcome = self.storage.reserve(
+                rid, lines, ttl_ms, on_expiry=on_expiry, charge_now=charge_now
+            )
+        except self._errors as exc:
+            _reraise(self.url, exc)
         if outcome.denial is not None:
             raise denial_error(outcome.denial, lines, self.currency)
         return rid
 
     def commit(self, rid: str, actual: Mapping[str, int] | None = None) -> SettleOutcome:
         """Charge the actual usage (per dimension; omitted dimensions in full) and settle."""
-        check_rid(rid)
-        actual = check_actual(actual)
-        with guarded(self.url, self._errors):
+        if type(rid) is not str or not rid or len(rid) > _MAX_RID:
+            check_rid(rid)
+        if actual is not None:
+            check_actual(actual)
+        try:
             return self.storage.settle(rid, SettleMode.COMMIT, actual)
+        except self._errors as exc:
+            _reraise(self.url, exc)
 
     def release(self, rid: str) -> SettleOutcome:
         check_rid(rid)
-        with guarded(self.url, self._errors):
+        try:
             return self.storage.settle(rid, SettleMode.RELEASE)
+        except self._errors as exc:
+            _reraise(self.url, exc)
 
     def expire(self, rid: str, *, charge: bool = False) -> SettleOutcome:
         check_rid(rid)
