@@ -284,3 +284,18 @@ def test_current_is_the_open_scope_with_its_full_key(enforcer: Enforcer) -> None
         view = execbudget.current()
         assert view is not None and view.key == run.key and "#" in view.key
         assert view.depth == 1
+
+
+def test_ledger_errors_never_show_a_password() -> None:
+    from execbudget.ledger._ledger import redact
+
+    assert redact("redis://:s3cret@host:6379/0") == "redis://:***@host:6379/0"
+    assert redact("postgresql://app:s3cret@db/x?schema=a") == "postgresql://app:***@db/x?schema=a"
+    assert redact("sqlite:///l.db") == "sqlite:///l.db"
+    ledger = execbudget.Ledger.from_url(
+        "postgresql://app:s3cret@127.0.0.1:1/nowhere?timeout=1&migrate=off"
+    )
+    assert "s3cret" not in ledger.url
+    with pytest.raises(LedgerUnavailable) as info:
+        ledger.lines()
+    assert "s3cret" not in str(info.value)

@@ -17,6 +17,7 @@ import secrets
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final, NoReturn
+from urllib.parse import urlsplit, urlunsplit
 
 from ..clock import Clock
 from ..errors import BudgetExceeded, ConfigurationError, LedgerUnavailable
@@ -169,7 +170,19 @@ def _reraise(backend: str, exc: BaseException) -> NoReturn:
 
 
 def _describe(storage: Any, url: str) -> str:
-    return url or f"{getattr(storage, 'scheme', 'custom')}://"
+    return redact(url) if url else f"{getattr(storage, 'scheme', 'custom')}://"
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 # -- sync ------------------------------------------------------------------------------
@@ -188,7 +201,7 @@ class Ledger:
 
     @classmethod
     def from_url(cls, url: str = DEFAULT_URL, *, clock: Clock | None = None) -> Ledger:
-        with guarded(url, _ALL_DRIVER_ERRORS):
+        with guarded(redact(url), _ALL_DRIVER_ERRORS):
             return cls(make_storage(url, clock=clock), url=url)
 
     def try_reserve(
@@ -372,7 +385,7 @@ class AsyncLedger:
 
     @classmethod
     def from_url(cls, url: str = DEFAULT_URL, *, clock: Clock | None = None) -> AsyncLedger:
-        with guarded(url, _ALL_DRIVER_ERRORS):
+        with guarded(redact(url), _ALL_DRIVER_ERRORS):
             return cls(make_storage(url, clock=clock, asynchronous=True), url=url)
 
     async def try_reserve(
