@@ -368,6 +368,7 @@ class Harness:
         notes: Iterable[str] = (),
         books: Decimal | None = None,
         problems: Iterable[str] = (),
+        metrics: Mapping[str, Any] | None = None,
     ) -> Variant:
         """A variant's result from what the provider saw (``money=False``: count requests)."""
         records = rec.records
@@ -383,6 +384,7 @@ class Harness:
             notes=list(notes),
             books=books,
             problems=list(problems),
+            metrics=dict(metrics or {}),
         )
 
     def close(self) -> None:

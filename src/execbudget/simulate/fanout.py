@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final
 
 from .. import wrap
@@ -113,6 +114,7 @@ def run(h: Harness, size: Size = DEMO) -> ScenarioResult:
     without = h.variant(rec, "no budgets", stop, capped=capped)
     if without.answered:
         projected = without.spend / without.answered * size.items
+        without.metrics["projected_spend"] = str(projected.quantize(Decimal("0.0001")))
         without.notes.append(
             f"would have made {size.items:,} calls, about {fmt(projected, 'USD')}, "
             f"for a job priced at about {fmt(projected / size.items * size.designed, 'USD')}"
@@ -153,6 +155,9 @@ def run(h: Harness, size: Size = DEMO) -> ScenarioResult:
         enforcer.run(_RUN, instance=f"{tag}.ok") as r,
     ):
         r.map(summarise, range(size.designed), max_concurrency=size.workers)
+    budgeted.metrics.update(
+        {"intended_job_calls": len(ok.records), "intended_job_spend": str(h.bill(ok.records))}
+    )
     budgeted.notes.append(
         f"the same policy then ran the intended {size.designed}-item job: "
         f"{len(ok.records)} calls, {fmt(h.bill(ok.records), 'USD')}"

@@ -74,6 +74,8 @@ class Variant:
     books: Decimal | None = None
     #: ledger lines above their limit, overrun, blocked or still held (should be empty)
     problems: list[str] = field(default_factory=list)
+    #: the scenario's own measurements, machine-readable (latencies, requests served, ...)
+    metrics: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self, unit: str, budget: Decimal) -> dict[str, Any]:
         return {
@@ -89,6 +91,7 @@ class Variant:
             "books": None if self.books is None else str(self.books),
             "ledger_problems": list(self.problems),
             "notes": list(self.notes),
+            "metrics": dict(self.metrics),
             "timeline": [[round(t, 4), str(v)] for t, v in self.timeline],
         }
 

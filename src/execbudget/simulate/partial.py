@@ -79,7 +79,7 @@ SMALL: Final = Size(
     org_day="0.20 USD",
     run_cost="0.05 USD",
     steps=6,
-    others=5,
+    others=10,
     prompt_tokens=600,
     safety_requests=200,
 )
@@ -206,6 +206,14 @@ def _variant(h: Harness, size: Size, mode: str, policy: dict[str, Any], tag: str
         capped=capped,
         books=run_books if mode == "execbudget" else None,
         problems=h.check_books(tag),
+        metrics={
+            "org_spent": str(org_spent),
+            "others_served": served,
+            "others": size.others,
+            "audit_ok": report.ok,
+            "audit_gaps": len(gaps),
+            "partial_enforcement_flagged": partial,
+        },
         notes=[
             f"org spent {fmt(org_spent, 'USD')} of its {fmt(amount(size.org_day), 'USD')} day; "
             f"then {served}/{size.others} requests of other teams served",

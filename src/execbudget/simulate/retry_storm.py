@@ -146,6 +146,7 @@ def run(h: Harness, size: Size = DEMO) -> ScenarioResult:
         stop,
         capped=capped,
         money=False,
+        metrics={"attempts_per_call": per_call},
         notes=[f"{size.documents} documents × {per_call} attempts; all failed, none billed tokens"],
     )
 
@@ -191,6 +192,11 @@ def run(h: Harness, size: Size = DEMO) -> ScenarioResult:
         money=False,
         books=Decimal(h.books(tag, "run:", "calls")),
         problems=h.check_books(tag),
+        metrics={
+            "retries_spent": h.books(tag, "run:", "retries"),
+            "failed": len(failed),
+            "failed_fast": len(denials),
+        },
         notes=[
             f"{len(failed)}/{size.documents} documents failed, {len(denials)} of them fast "
             f"(retry denied, never re-sent); {h.books(tag, 'run:', 'retries')} retries spent",

@@ -162,6 +162,7 @@ def run(h: Harness, size: Size = DEMO) -> ScenarioResult:
         "no budgets",
         stop,
         capped=capped,
+        metrics={"recursion_limit": limit},
         notes=[
             f"LangGraph's default recursion_limit is {limit:,} super-steps: about "
             f"{limit // 2:,} model calls before it would stop on its own",
@@ -192,6 +193,7 @@ def run(h: Harness, size: Size = DEMO) -> ScenarioResult:
         capped=capped,
         books=units_to_money(h.books(tag, "run:", "cost")),
         problems=h.check_books(tag),
+        metrics={"steps": steps, "step_budget": size.steps, "model_calls": len(rec.records)},
         notes=[
             f"{steps} of {size.steps} super-steps: {len(rec.records)} model calls, "
             f"the last tool failure answered, the next call never sent",
