@@ -52,12 +52,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run(args: argparse.Namespace) -> int:
     """Run ``execbudget model`` for parsed ``args``; returns the exit code."""
-    from .analysis import analyze
-    from .plot import plot
-    from .policy_out import write_policy
-    from .report import render, to_json
-
     err = Console(stderr=True)
+    try:
+        from .analysis import analyze
+        from .plot import plot
+        from .policy_out import write_policy
+        from .report import render, to_json
+    except ImportError as exc:  # numpy, scipy or networkx missing
+        err.print(
+            f"[red]error:[/red] the cost modeler needs the modeling extra ({exc.name} is "
+            'missing): pip install "execbudget[modeling]"'
+        )
+        return 2
     if args.runs < 1:
         err.print("[red]--runs must be at least 1")
         return 2

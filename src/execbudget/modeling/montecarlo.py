@@ -336,7 +336,7 @@ class Simulation:
     truncated: int
     runaway: int
     confidence: float = 0.99
-    _quantiles: dict[float, Estimate] = field(default_factory=dict, repr=False)
+    _quantiles: dict[tuple[float, float], Estimate] = field(default_factory=dict, repr=False)
 
     @property
     def rate(self) -> float:
@@ -350,10 +350,12 @@ class Simulation:
         return sd_ci(self.totals, self.confidence)
 
     def quantiles(self, qs: tuple[float, ...] = QUANTILES) -> dict[float, Estimate]:
-        missing = tuple(q for q in qs if q not in self._quantiles)
+        c = self.confidence
+        missing = tuple(q for q in qs if (q, c) not in self._quantiles)
         if missing:
-            self._quantiles.update(quantiles_ci(self.totals, missing, self.confidence))
-        return {q: self._quantiles[q] for q in qs}
+            found = quantiles_ci(self.totals, missing, c)
+            self._quantiles.update({(q, c): e for q, e in found.items()})
+        return {q: self._quantiles[(q, c)] for q in qs}
 
     def max(self) -> float:
         return float(self.totals.max())
