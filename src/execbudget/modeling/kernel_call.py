@@ -172,13 +172,9 @@ class CallKernel:
             allow[:] = caps.max_output_tokens
             if inp is not None:
                 pre[inp > caps.max_input_tokens] = DENY_INPUT
-            if priced and math.isfinite(caps.max_cost):
+            if priced:
                 assert inp is not None
-                fixed = inp * hold_in + fee
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    room = np.where(b > 0, (caps.max_cost - fixed) / b, np.inf)
-                room = np.where((b <= 0) & (fixed > caps.max_cost), -np.inf, room)
-                allow = np.minimum(allow, room)
+                allow = caps.allowance(inp * hold_in + fee, b)
                 pre[(pre < 0) & (allow < caps.min_output_tokens)] = DENY_CALL_COST
             att = np.where(pre >= 0, 0, att)
         total = int(att.sum())

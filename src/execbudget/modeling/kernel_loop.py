@@ -333,12 +333,10 @@ class LoopKernel:
             allow[:] = caps.max_output_tokens
             if inp is not None:
                 pre[inp > caps.max_input_tokens] = DENY_INPUT
-            if self.priced and math.isfinite(caps.max_cost):
+            if self.priced:
                 assert inp is not None
                 _, _, b, fee, hold = self._rates(inp)
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    room = np.where(b > 0, (caps.max_cost - inp * hold - fee) / b, np.inf)
-                allow = np.minimum(allow, room)
+                allow = caps.allowance(inp * hold + fee, b)
                 pre[(pre < 0) & (allow < caps.min_output_tokens)] = DENY_CALL_COST
         cut = np.full(n, total)
         if np.any(pre >= 0):

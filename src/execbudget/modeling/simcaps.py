@@ -41,6 +41,21 @@ class SimCaps:
     def has_run_limits(self) -> bool:
         return bool(np.any(np.isfinite(self.run)))
 
+    def allowance(self, fixed: FloatArray, out_rate: FloatArray) -> FloatArray:
+        """
+        The output tokens each model call may produce under the per-call caps: the output
+        ceiling, lowered (as the runtime lowers ``max_tokens``) to what ``max_cost``
+        affords after the call's fixed hold (input at the hold rate plus any fee). Below
+        ``min_output_tokens`` the call is denied.
+        """
+        allow = np.full(fixed.shape, self.max_output_tokens)
+        if math.isfinite(self.max_cost):
+            with np.errstate(divide="ignore", invalid="ignore"):
+                room = np.where(out_rate > 0, (self.max_cost - fixed) / out_rate, np.inf)
+            room = np.where((out_rate <= 0) & (fixed > self.max_cost), -np.inf, room)
+            allow = np.minimum(allow, room)
+        return np.asarray(allow, dtype=np.float64)
+
 
 def _tol(x: FloatArray) -> FloatArray:
     return 1e-12 * np.maximum(np.abs(x), 1.0)
