@@ -80,7 +80,7 @@ class Size:
 
 DEMO: Final = Size()
 SMALL: Final = Size(
-    questions=12, parallel=4, budget="0.15 USD", prompt_tokens=400, base_ms=5.0, capacity=8.0
+    questions=12, parallel=4, budget="0.15 USD", prompt_tokens=400, base_ms=10.0, capacity=8.0
 )
 
 

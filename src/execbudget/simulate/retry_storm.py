@@ -198,8 +198,9 @@ def run(h: Harness, size: Size = DEMO) -> ScenarioResult:
             "failed_fast": len(denials),
         },
         notes=[
-            f"{len(failed)}/{size.documents} documents failed, {len(denials)} of them fast "
-            f"(retry denied, never re-sent); {h.books(tag, 'run:', 'retries')} retries spent",
+            f"{len(failed)}/{size.documents} documents failed (the provider is down), "
+            f"{len(denials)} on a denied retry instead of {per_call} attempts; "
+            f"{h.books(tag, 'run:', 'retries')} retries spent in all",
         ],
     )
     return ScenarioResult(

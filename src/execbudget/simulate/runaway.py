@@ -195,8 +195,8 @@ def run(h: Harness, size: Size = DEMO) -> ScenarioResult:
         problems=h.check_books(tag),
         metrics={"steps": steps, "step_budget": size.steps, "model_calls": len(rec.records)},
         notes=[
-            f"{steps} of {size.steps} super-steps: {len(rec.records)} model calls, "
-            f"the last tool failure answered, the next call never sent",
+            f"the step budget ran out after {steps} super-steps ({len(rec.records)} model "
+            f"calls, as many failed tool calls); the next model call was never sent",
         ],
     )
     return ScenarioResult(
