@@ -19,5 +19,6 @@ def need_service(name: str, reason: str) -> None:
         pytest.fail(f"{message} (CI is set, so a missing service is a failure)")
     pytest.skip(message)
 
+
 # The fake OpenAI/Anthropic provider's fixtures (fake_provider, fake_provider_session).
 pytest_plugins = ["execbudget.testing.pytest_plugin"]

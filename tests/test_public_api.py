@@ -13,10 +13,23 @@ def test_all_is_unique_and_importable() -> None:
 
 
 def test_the_names_the_issue_promises() -> None:
-    for name in ("configure", "Enforcer", "run", "Ledger", "AsyncLedger", "Policy",
-                 "BudgetExceeded", "LedgerUnavailable", "CostBudgetExceeded",
-                 "TokenBudgetExceeded", "StepBudgetExceeded", "RetryBudgetExceeded",
-                 "FanOutExceeded", "DeadlineExceeded", "OutputBudgetExceeded"):
+    for name in (
+        "configure",
+        "Enforcer",
+        "run",
+        "Ledger",
+        "AsyncLedger",
+        "Policy",
+        "BudgetExceeded",
+        "LedgerUnavailable",
+        "CostBudgetExceeded",
+        "TokenBudgetExceeded",
+        "StepBudgetExceeded",
+        "RetryBudgetExceeded",
+        "FanOutExceeded",
+        "DeadlineExceeded",
+        "OutputBudgetExceeded",
+    ):
         assert name in execbudget.__all__
 
 
