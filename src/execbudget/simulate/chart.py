@@ -67,9 +67,9 @@ def _panel(ax: object, r: ScenarioResult) -> None:
                 "safety cap",
                 (xs[-1], ys[-1]),
                 textcoords="offset points",
-                xytext=(-8, -4),
+                xytext=(-8, 6),
                 ha="right",
-                va="top",
+                va="bottom",
                 fontsize=8,
                 color=color,
                 bbox=_BOX,
@@ -81,7 +81,8 @@ def _panel(ax: object, r: ScenarioResult) -> None:
         "cumulative spend (USD)" if r.unit == "USD" else f"cumulative {r.unit}", fontsize=8
     )
     ax.tick_params(labelsize=8)
-    ax.set_ylim(bottom=0)
+    top = max(float(r.budget), *(float(v.spend) for v in (r.without, r.budgeted)))
+    ax.set_ylim(0, top * 1.15)  # headroom for the labels above the end of a line
     ax.set_xlim(left=0)
     ax.grid(alpha=0.25)
     ax.legend(fontsize=8, loc="upper left")
