@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
     parser.add_argument("--small", action="store_true", help="smaller sizes (what the tests run)")
     args = parser.parse_args(argv)
-    from .errors import ConfigurationError
+    from .errors import ConfigurationError, LedgerUnavailable
 
     try:
         from .simulate.cli import command
@@ -49,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigurationError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except LedgerUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
 
 
 def _cli(argv: list[str] | None = None) -> NoReturn:  # pragma: no cover
