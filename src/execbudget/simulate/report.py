@@ -59,6 +59,10 @@ def _overshoots(r: ScenarioResult) -> Text:
     return text
 
 
+def _count(n: int) -> str:
+    return "the pattern" if n == 1 else f"all {n} patterns"
+
+
 def render(sim: Simulation, console: Console) -> None:
     """Print the table, the notes under it, and the verdict."""
     table = Table(
@@ -99,7 +103,7 @@ def render(sim: Simulation, console: Console) -> None:
     total = sum((r.overshoot(r.budgeted) for r in sim.results), Decimal(0))
     if sim.contained:
         console.print(
-            f"[bold green]✓ all {len(sim.results)} patterns contained with zero overshoot[/] "
+            f"[bold green]✓ {_count(len(sim.results))} contained with zero overshoot[/] "
             f"[dim]({sim.elapsed_s:.1f} s)[/]"
         )
     else:
