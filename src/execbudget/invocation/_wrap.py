@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from ..errors import ConfigurationError
@@ -22,26 +23,27 @@ C = TypeVar("C")
 _MODES = ("deny", "clamp", "downgrade")
 
 
+_WRAPPERS: dict[str, tuple[tuple[str, type[_Wrapped]], ...]] = {
+    "openai": (("AsyncOpenAI", AsyncBudgetedOpenAI), ("OpenAI", BudgetedOpenAI)),
+    "anthropic": (("AsyncAnthropic", AsyncBudgetedAnthropic), ("Anthropic", BudgetedAnthropic)),
+}
+
+
 def _kind(client: Any) -> type[_Wrapped]:
-    """Which wrapper fits ``client`` (SDKs are imported only if they are installed)."""
-    try:
-        import openai
-    except ImportError:  # pragma: no cover - the openai extra is not installed
-        openai = None  # type: ignore[assignment]
-    try:
-        import anthropic
-    except ImportError:  # pragma: no cover - the anthropic extra is not installed
-        anthropic = None  # type: ignore[assignment]
-    if openai is not None:
-        if isinstance(client, openai.AsyncOpenAI):
-            return AsyncBudgetedOpenAI
-        if isinstance(client, openai.OpenAI):
-            return BudgetedOpenAI
-    if anthropic is not None:
-        if isinstance(client, anthropic.AsyncAnthropic):
-            return AsyncBudgetedAnthropic
-        if isinstance(client, anthropic.Anthropic):
-            return BudgetedAnthropic
+    """
+    Which wrapper fits ``client``. Only the client's own SDK is imported: importing the
+    other one costs over a second on first use and may not even be installed.
+    """
+    sdk = type(client).__module__.partition(".")[0]
+    # The client's own SDK first; a subclass defined elsewhere tries each installed SDK.
+    for name in sorted(("openai", "anthropic"), key=lambda n: n != sdk):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:  # pragma: no cover - that extra is not installed
+            continue
+        for cls_name, wrapper in _WRAPPERS[name]:
+            if isinstance(client, getattr(module, cls_name)):
+                return wrapper
     raise ConfigurationError(
         f"execbudget.wrap supports openai.OpenAI, openai.AsyncOpenAI, anthropic.Anthropic and "
         f"anthropic.AsyncAnthropic clients, got {type(client).__name__}; install the SDK with "
