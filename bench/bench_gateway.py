@@ -108,12 +108,15 @@ class Child:
     def __init__(self, command: list[str]) -> None:
         sock = _bind()
         self.port = int(sock.getsockname()[1])
+        # A file, not a pipe: nobody drains a pipe while the benchmark runs, and a server
+        # that fills one blocks on its next log line.
+        self.stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             [*command, "--fd", str(sock.fileno())],
             pass_fds=(sock.fileno(),),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            stderr=self.stderr,
         )
         sock.close()
 
@@ -121,8 +124,7 @@ class Child:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                err = self.proc.stderr.read().decode() if self.proc.stderr else ""
-                raise RuntimeError(f"server exited {self.proc.returncode}: {err[-2000:]}")
+                raise RuntimeError(f"server exited {self.proc.returncode}: {self.errors()}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
                     s.sendall(f"GET {path} HTTP/1.1\r\nhost: x\r\n\r\n".encode())
@@ -133,6 +135,10 @@ class Child:
             time.sleep(0.05)
         raise TimeoutError("server did not start")
 
+    def errors(self) -> str:
+        self.stderr.seek(0)
+        return str(self.stderr.read().decode(errors="replace"))[-2000:]
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -141,6 +147,10 @@ class Child:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        logged = self.errors()
+        if '"level":"error"' in logged:
+            print(json.dumps({"server_errors": logged[-600:]}), file=sys.stderr)
+        self.stderr.close()
 
 
 def _files(policy: dict[str, Any]) -> tuple[Path, Path]:

@@ -141,7 +141,7 @@ class GatewayServer:
     @property
     def ledger(self) -> Ledger:
         """The gateway's own ledger (same store), for assertions from the test thread."""
-        ledger: Ledger = self.gateway.enforcer.ledger
+        ledger: Ledger = self.gateway.sync_ledger
         return ledger
 
     def openai(self, key: str = ACME_KEY, **kwargs: Any) -> Any:

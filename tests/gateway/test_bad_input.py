@@ -131,7 +131,7 @@ async def test_upstream_errors_pass_through_and_release_the_hold(
         response = await gw.call(CHAT, BODY, key=ACME_KEY)
         assert response.status_code == status  # the provider's own answer, as it gave it
     assert await gw.gateway.ledger.holds() == []
-    org = line(gw.gateway.enforcer.ledger, "org:acme", "cost")
+    org = line(gw.gateway.sync_ledger, "org:acme", "cost")
     assert org is not None and org.spent == 0  # an error is not billed
 
 
@@ -141,7 +141,7 @@ async def test_upstream_unreachable_and_garbled(asgi_factory: AsgiFactory) -> No
     assert (
         response.status_code == 502 and response.json()["error"]["type"] == "upstream_unreachable"
     )
-    org = line(down.gateway.enforcer.ledger, "org:acme", "cost")
+    org = line(down.gateway.sync_ledger, "org:acme", "cost")
     assert org is not None and org.spent == 0  # never sent: released
 
     def garbage(request: httpx.Request) -> httpx.Response:
@@ -160,7 +160,7 @@ async def test_upstream_unreachable_and_garbled(asgi_factory: AsgiFactory) -> No
     assert stream.status_code == 200
     assert b'"code":"garbled"' in stream.content  # a terminal error event, then the end
     assert await gw.gateway.ledger.holds() == []
-    org = line(gw.gateway.enforcer.ledger, "org:acme", "cost")
+    org = line(gw.gateway.sync_ledger, "org:acme", "cost")
     assert org is not None and org.spent > 0 and org.held == 0  # billed, unreadable: in full
 
 

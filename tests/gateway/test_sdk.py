@@ -237,7 +237,7 @@ def test_kill_switch_stops_a_stream_in_flight_and_the_next_request(
         stopped_in = time.monotonic() - killed_at
         assert not reader.is_alive()
         assert isinstance(error[0], openai.APIError) and "kill switch" in str(error[0])
-        assert stopped_in < 1.0
+        assert stopped_in < 2.5  # the stream alone would run ~8 s (400 chunks, 20 ms apart)
         assert len(seen) < 100
         # the next request, on any key of the killed scope, is refused before upstream
         fake_provider.clear_requests()
@@ -279,7 +279,7 @@ def test_kill_from_another_gateway_cuts_a_silent_stream(
         killed_at = time.monotonic()
         reader.join(timeout=5)
     assert not reader.is_alive()
-    assert time.monotonic() - killed_at < 1.0
+    assert time.monotonic() - killed_at < 2.5  # a stalled stream would never end
     assert error and isinstance(error[0], openai.APIError)
     assert not wait_no_holds(streaming.ledger)
 

@@ -55,6 +55,7 @@ __all__ = [
     "probe_line",
     "read_lines",
     "read_rooms",
+    "settle_hold",
     "try_hold",
 ]
 
@@ -236,7 +237,7 @@ async def drive_call(
                     value = {dim: room for dim, (room, _) in rooms.items()}
                 elif kind is Release:
                     assert isinstance(op, Release)
-                    await shielded(op.hold.arelease())
+                    await settle_hold(enforcer, op.hold, None, release=True)
                     record.charged = {}
                 elif kind is ChargeRetry:  # pragma: no cover - the gateway sets retries=0
                     await enforcer.acharge(_RETRY, frame=chain.frame)
@@ -259,7 +260,44 @@ async def settle(
     units = enforcer.to_units(actual) if actual is not None else dict(hold.amounts)
     record.charged = units
     record.overrun = any(units.get(dim, 0) > amount for dim, amount in hold.amounts.items())
-    await shielded(hold.acommit(actual))
+    await settle_hold(enforcer, hold, actual)
+
+
+#: Seconds between the background retries of a settlement the ledger refused.
+SETTLE_RETRIES_S: Final = (0.05, 0.25, 1.0, 4.0, 15.0)
+
+
+async def settle_hold(
+    enforcer: Enforcer, hold: Hold, actual: Mapping[str, Any] | None, *, release: bool = False
+) -> bool:
+    """
+    Commit ``actual`` (or release), never cancelled half way. If the ledger is briefly
+    unreachable the settlement is retried in the background (it is idempotent by the
+    hold's id, so a retry of one that did land changes nothing) instead of stranding the
+    hold until its TTL. Returns False if it had to be deferred.
+    """
+    try:
+        await shielded(hold.arelease() if release else hold.acommit(actual))
+        return True
+    except LedgerUnavailable as exc:
+        log.warning("settling hold %s failed, retrying in the background: %s", hold.rid, exc)
+        units = None if release or actual is None else enforcer.to_units(actual)
+        background(_retry_settle(enforcer, hold.rid, units, release))
+        return False
+
+
+async def _retry_settle(
+    enforcer: Enforcer, rid: str, units: Mapping[str, int] | None, release: bool
+) -> None:
+    ledger = enforcer.aledger
+    for delay in SETTLE_RETRIES_S:
+        await asyncio.sleep(delay)
+        try:
+            await (ledger.release(rid) if release else ledger.commit(rid, units))
+            return
+        except LedgerUnavailable:
+            continue
+    log.error("could not settle hold %s; the reaper settles it when its TTL ends", rid)
 
 
 def gateway_settings(

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import httpx
 from starlette.applications import Starlette
@@ -23,13 +23,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from ..clock import SYSTEM_CLOCK
 from ..enforcer import Enforcer
 from ..invocation._procedure import Settings
-from ..ledger import AsyncLedger
+from ..ledger import AsyncLedger, AsyncStorage, Ledger
+from ..ledger._ledger import ThreadedStorage
 from ..pricing import TokenCounter
 from .admission import gateway_settings
 from .chain import ChainBuilder, RequestError
 from .config import GatewayConfig
+from .gated import GatedStorage
 from .keys import AdminKey, KeyRecord
 from .killswitch import KillWatch
 from .metrics import GatewayMetrics
@@ -42,6 +45,27 @@ log = logging.getLogger("execbudget.gateway")
 
 #: One model per tokenizer family the gateway counts with (o200k, cl100k, Claude's estimate).
 _WARM_MODELS = ("gpt-4o-mini", "gpt-4", "claude-3-5-haiku-latest")
+
+
+def _ledgers(config: GatewayConfig) -> tuple[Ledger | None, AsyncLedger]:
+    """
+    The gateway's async ledger, its operations gated (``gated``); for in-process stores
+    (memory, SQLite) also the sync face of the same store, for tests and tools.
+    """
+    url = config.ledger_url
+    clock = None if config.clock is SYSTEM_CLOCK else config.clock
+    sync: Ledger | None = None
+    if url.startswith(("memory:", "sqlite:")):
+        sync = Ledger.from_url(url, clock=config.clock)
+        inner: Any = ThreadedStorage(sync.storage)
+    else:
+        inner = AsyncLedger.from_url(url, clock=clock).storage
+    # The Protocol wants scheme/base_exceptions as class variables; a wrapper takes its
+    # inner storage's, per instance, so the cast says what the structure already is.
+    gated = cast(AsyncStorage, GatedStorage(inner, config.ledger_concurrency))
+    ledger = AsyncLedger(gated, url=url)
+    ledger.currency = config.policy.currency
+    return sync, ledger
 
 
 def _presented_key(request: Request) -> str | None:
@@ -62,7 +86,8 @@ class Gateway:
     ) -> None:
         self.config = config
         self.policy = config.policy
-        self.enforcer = Enforcer(config.policy, config.ledger_url, clock=config.clock)
+        self.sync_ledger, ledger = _ledgers(config)
+        self.enforcer = Enforcer(config.policy, ledger, clock=config.clock)
         self.book = self.policy.price_book()
         self.counter = TokenCounter()
         self.settings: Settings = gateway_settings(
@@ -123,6 +148,9 @@ class Gateway:
         await self.pool.aclose()
         with contextlib.suppress(Exception):
             await self.ledger.aclose()
+        if self.sync_ledger is not None:
+            with contextlib.suppress(Exception):
+                self.sync_ledger.close()
 
     # -- identity ------------------------------------------------------------------------
     def authenticate(self, request: Request) -> KeyRecord:

@@ -129,6 +129,9 @@ class GatewayConfig:
     reap_interval_s: float = 5.0
     #: Upstream timeout; the per-call ``timeout`` cap of the chain lowers it per request.
     upstream_timeout_s: float = 600.0
+    #: Ledger operations in flight per process; more queue (see ``gated``). Keep it below
+    #: the Redis URL's ``max_connections`` (redis-py's default: 100).
+    ledger_concurrency: int = 64
     #: Upstream connection pool size (per process).
     max_connections: int = 512
     #: Request header names (or prefixes ending in ``-``) passed upstream.
@@ -154,5 +157,7 @@ class GatewayConfig:
             raise ConfigurationError("default_max_tokens must be at least 1")
         if self.kill_poll_s <= 0:
             raise ConfigurationError("kill_poll_s must be positive")
+        if self.ledger_concurrency < 1:
+            raise ConfigurationError("ledger_concurrency must be at least 1")
         if self.upstream_timeout_s <= 0:
             raise ConfigurationError("upstream_timeout_s must be positive")

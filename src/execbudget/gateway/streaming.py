@@ -44,7 +44,7 @@ from ..errors import BudgetExceeded
 from ..invocation._apis import CHAT, MESSAGES, RESPONSES, Api
 from ..invocation._drive import shielded
 from ..invocation._settle import StreamMeter, Verdict
-from .admission import killed_denial
+from .admission import killed_denial, settle_hold
 from .killswitch import KillWatch
 from .replies import Dialect, dumps
 from .upstream import UpstreamStream
@@ -361,8 +361,8 @@ class GuardedStream(Response):
         actual = None if outcome == "garbled" else ctx.meter.actual()
         charged = dict(ctx.hold.amounts) if actual is None else ctx.enforcer.to_units(actual)
         try:
-            await shielded(ctx.hold.acommit(actual))
-        except Exception as exc:  # the TTL frees it; the log says so
+            await settle_hold(ctx.enforcer, ctx.hold, actual)
+        except Exception as exc:  # never lose the stream's end over the books; the log says
             log.error("could not settle stream hold %s: %s", ctx.hold.rid, exc)
             return None
         return charged
