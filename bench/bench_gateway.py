@@ -161,12 +161,14 @@ def _files(policy: dict[str, Any]) -> tuple[Path, Path]:
     return root / "policy.yaml", root / "keys.yaml"
 
 
-def gateways(n: int, upstream: str, ledger: str, policy: dict[str, Any]) -> list[Child]:
+def gateways(
+    n: int, upstream: str, ledger: str, policy: dict[str, Any], extra: tuple[str, ...] = ()
+) -> list[Child]:
     policy_file, keys_file = _files(policy)
     children = [
         Child([sys.executable, "-m", "execbudget.gateway", "serve", "--policy", str(policy_file),
                "--upstream", f"openai={upstream}", "--keys", str(keys_file), "--ledger", ledger,
-               "--log-level", "WARNING"])
+               "--log-level", "WARNING", *extra])
         for _ in range(n)
     ]  # fmt: skip
     for child in children:
@@ -368,9 +370,12 @@ def added_latency(fake: FakeProvider, ledger: str, seconds: float, rate: float) 
     )
 
 
-def throughput(fake: FakeProvider, ledger: str, processes: int, seconds: float) -> dict[str, Any]:
+def throughput(
+    fake: FakeProvider, ledger: str, processes: int, seconds: float, headers: bool = True
+) -> dict[str, Any]:
     policy = {"scopes": [{"match": "org:acme", "limits": {"cost": "1000000 USD"}}]}
-    children = gateways(processes, fake.base_url, ledger, policy)
+    extra = () if headers else ("--no-remaining-headers",)
+    children = gateways(processes, fake.base_url, ledger, policy, extra)
     load_before = _load()
     try:
         ports = [c.port for c in children]
@@ -383,6 +388,32 @@ def throughput(fake: FakeProvider, ledger: str, processes: int, seconds: float) 
         "gateway.throughput",
         ledger=ledger.split("?")[0].split("://")[0],
         processes=processes,
+        remaining_headers=headers,
+        connections=32,
+        **result,
+        load_before=load_before,
+        load_after=_load(),
+    )
+
+
+def reference_throughput(fake: FakeProvider, seconds: float) -> dict[str, Any]:
+    """The post-hoc reference proxy on the throughput load: the floor of proxying at all."""
+    prefix = f"ebbench:{uuid.uuid4().hex[:8]}:"
+    children = posthoc_proxies(1, fake.base_url, REDIS_URL, prefix, 10**15)
+    load_before = _load()
+    try:
+        ports = [c.port for c in children]
+        asyncio.run(closed_loop(ports, 32, 1.0))
+        result = asyncio.run(closed_loop(ports, 32, seconds))
+    finally:
+        for child in children:
+            child.stop()
+        _drop_redis(prefix)
+    return emit(
+        "gateway.throughput",
+        mode="charge-after reference proxy (no hold, no metering, no headers)",
+        ledger="redis",
+        processes=1,
         connections=32,
         **result,
         load_before=load_before,
@@ -480,6 +511,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.only in (None, "throughput"):
             for processes in (1, 2):
                 throughput(fake, ledger, processes, seconds)
+            throughput(fake, ledger, 1, seconds, headers=False)
+            if redis_ok:
+                reference_throughput(fake, seconds)
         if args.only in (None, "overshoot") and redis_ok:
             overshoot(fake, seconds)
     if redis_ok and "prefix=ebbench:" in ledger:
