@@ -305,3 +305,40 @@ def test_client_disconnect_settles_what_was_delivered(
     while gw.gateway.metrics.client_disconnects._value.get() < 1:
         assert time.monotonic() < deadline
         time.sleep(0.02)
+
+
+def test_responses_stream_is_cut_as_incomplete(
+    gateway_factory: GatewayFactory, fake_provider: FakeProvider
+) -> None:
+    fake_provider.configure(ignore_max_tokens=300)
+    gw = gateway_factory(ACME_POLICY)
+    with gw.openai() as client:
+        events = list(
+            client.responses.create(model=MINI, input="hello", max_output_tokens=20, stream=True)
+        )
+    last = events[-1]
+    assert last.type == "response.incomplete"
+    assert last.response.incomplete_details is not None
+    assert last.response.incomplete_details.reason == "max_output_tokens"
+    assert not wait_no_holds(gw.ledger)
+
+
+def test_anthropic_stream_killed_raises_in_the_sdk(
+    gateway_factory: GatewayFactory, fake_provider: FakeProvider
+) -> None:
+    fake_provider.configure(output_tokens=300, chunk_delay_ms=20)
+    gw = gateway_factory(ACME_POLICY)
+    with gw.anthropic() as client:
+        stream = client.messages.create(model=HAIKU, messages=MESSAGES, max_tokens=300, stream=True)
+        seen: list[Any] = []
+        error: list[BaseException] = []
+        reader = threading.Thread(target=_consume, args=(stream, seen, error))
+        reader.start()
+        while len(seen) < 3:
+            time.sleep(0.005)
+        gw.admin("POST", "/admin/v1/kill", json={"scope": "org:acme"})
+        reader.join(timeout=5)
+    assert not reader.is_alive()
+    assert error and isinstance(error[0], anthropic.APIStatusError)
+    assert "kill switch" in str(error[0])
+    assert not wait_no_holds(gw.ledger)

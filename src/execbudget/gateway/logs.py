@@ -19,7 +19,8 @@ __all__ = ["JsonFormatter", "access_logger", "configure_logging"]
 
 ACCESS = "execbudget.gateway.access"
 
-_RESERVED = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+#: LogRecord attributes, and uvicorn's ANSI-coloured duplicate of its message.
+_RESERVED = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "color_message"}
 
 
 class JsonFormatter(logging.Formatter):
