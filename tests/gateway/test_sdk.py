@@ -193,6 +193,16 @@ def test_stream_whose_upstream_ignores_max_tokens_is_cut(
     org = line(gw.ledger, "org:acme", "cost")
     assert org is not None and org.overrun > 0 and org.blocked == "overrun"
     assert gw.gateway.metrics.streams_cut.labels("output_past_hold")._value.get() == 1
+    fake_provider.configure(ignore_max_tokens=None)
+    with gw.openai() as client, pytest.raises(openai.APIStatusError) as caught:
+        client.chat.completions.create(model=MINI, messages=MESSAGES, max_tokens=5)
+    body: Any = caught.value.body
+    assert caught.value.status_code == 402 and body["reason"] == "overrun"
+    # an operator looks, then lifts the block
+    lifted = gw.admin("POST", "/admin/v1/unblock", json={"scope": "org:acme"}).json()
+    assert lifted["unblocked"] == ["org:acme/total/cost"]
+    with gw.openai() as client:
+        client.chat.completions.create(model=MINI, messages=MESSAGES, max_tokens=5)
 
 
 def test_anthropic_stream_is_cut_with_max_tokens_stop(

@@ -6,6 +6,8 @@ The admin API (``/admin/v1/...``), behind admin keys only; client keys get 403.
                                             raise or clear (null) an operator limit
     POST   /admin/v1/kill                   {"scope"}: hard cut-off, next request and streams
     POST   /admin/v1/revive                 {"scope"}: lift a kill
+    POST   /admin/v1/unblock                {"scope", ["window", "dimension"]}: lift the
+                                            block an overrun left (after looking at it)
     GET    /admin/v1/kills                  killed scopes
     GET    /admin/v1/holds?scope=PREFIX     holds in flight
     DELETE /admin/v1/holds/{rid}            release a hold (charges nothing)
@@ -201,6 +203,25 @@ async def revive(request: Request, gateway: Gateway) -> Response:
     return json_response({"scope": scope, "killed": False, "lines": [str(k) for k in lines]})
 
 
+async def unblock(request: Request, gateway: Gateway) -> Response:
+    """Lift overrun blocks of a scope (all its lines, or one window and dimension)."""
+    data = await _body(request)
+    scope = _scope(data.get("scope"))
+    window, dim = data.get("window"), data.get("dimension")
+    lifted = []
+    for line in await gateway.ledger.lines(scope):
+        key = line.key
+        if key.scope != scope or line.blocked != "overrun":
+            continue
+        if (window is not None and key.window != window) or (
+            dim is not None and key.dimension != dim
+        ):
+            continue
+        await gateway.ledger.block(key, None)
+        lifted.append(str(key))
+    return json_response({"scope": scope, "unblocked": lifted})
+
+
 async def kills(request: Request, gateway: Gateway) -> Response:
     lines = await gateway.ledger.lines(request.query_params.get("scope", ""))
     scopes = sorted(
@@ -270,6 +291,7 @@ def admin_routes() -> list[Route]:
         Route("/admin/v1/kill", _admin(kill), methods=["POST"]),
         Route("/admin/v1/revive", _admin(revive), methods=["POST"]),
         Route("/admin/v1/kills", _admin(kills), methods=["GET"]),
+        Route("/admin/v1/unblock", _admin(unblock), methods=["POST"]),
         Route("/admin/v1/holds", _admin(holds), methods=["GET"]),
         Route("/admin/v1/holds/{rid:path}", _admin(release_hold), methods=["DELETE"]),
         Route("/admin/v1/events", _admin(events), methods=["GET"]),

@@ -40,7 +40,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from ..enforcer import Enforcer, Hold
-from ..errors import BudgetExceeded
+from ..errors import BudgetExceeded, LedgerUnavailable
 from ..invocation._apis import CHAT, MESSAGES, RESPONSES, Api
 from ..invocation._drive import shielded
 from ..invocation._settle import StreamMeter, Verdict
@@ -224,7 +224,10 @@ class GuardedStream(Response):
                     return outcome
             if time.monotonic() - last_extend > extend_every:
                 last_extend = time.monotonic()
-                await ctx.enforcer.aledger.extend(ctx.hold.rid, ctx.ttl_s)
+                try:
+                    await ctx.enforcer.aledger.extend(ctx.hold.rid, ctx.ttl_s)
+                except LedgerUnavailable as exc:  # a blip: the hold still has ttl/3 × 2 left
+                    log.warning("renewing stream hold %s failed: %s", ctx.hold.rid, exc)
         try:
             tail = decoder.flush()
         except UnicodeDecodeError:
