@@ -133,10 +133,18 @@ def app_from_env() -> Any:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
+    try:
+        import uvicorn
 
-    from .app import create_app
-    from .logs import configure_logging
+        from .app import create_app
+        from .logs import configure_logging
+    except ImportError as exc:
+        print(
+            f"error: the gateway needs the gateway extra ({exc.name} is missing): "
+            'pip install "execbudget[gateway]"',
+            file=sys.stderr,
+        )
+        return 2
 
     arguments = _arguments(args)
     try:
