@@ -96,6 +96,17 @@ async def test_malformed_message_content_is_a_400(asgi_factory: AsgiFactory) -> 
     assert await gw.gateway.ledger.holds() == []
 
 
+async def test_background_responses_cannot_bypass_the_hold(
+    asgi_factory: AsgiFactory, fake_provider: FakeProvider
+) -> None:
+    gw = asgi_factory(POLICY)
+    body = {"model": MINI, "input": "hi", "max_output_tokens": 64, "background": True}
+    response = await gw.call("/v1/responses", body, key=ACME_KEY)
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "background_not_supported"
+    assert fake_provider.requests == []
+
+
 async def test_huge_body_is_413_before_it_is_read(asgi_factory: AsgiFactory) -> None:
     gw = asgi_factory(POLICY, max_body_bytes=64 * 1024)
     big = {**BODY, "messages": [{"role": "user", "content": "x" * 200_000}]}

@@ -175,6 +175,14 @@ def check_body(api: Api, body: Mapping[str, Any]) -> tuple[str, bool]:
                 code="invalid_messages",
                 param="messages",
             )
+    if api is RESPONSES and body.get("background"):
+        raise RequestError(
+            400,
+            "background responses are not accepted through the gateway: their output is "
+            "billed after the answer returns, so it could not be held; drop 'background'",
+            code="background_not_supported",
+            param="background",
+        )
     if api is EMBEDDINGS and body.get("input") in (None, "", []):
         raise RequestError(
             400, "'input' is required: a string or a list", code="invalid_input", param="input"
