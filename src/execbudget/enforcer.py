@@ -12,7 +12,7 @@ instead of raising. Sync and async share every step but the ledger call itself.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -446,13 +446,11 @@ class Enforcer:
         concurrent caller may take the room in between, and the hold then says so.
         """
         wanted = self._room_lines(frame)
-        found = [self.ledger.lines(scope) for scope in {key.scope for key in wanted}]
-        return _least_room(wanted, found)
+        return _least_room(wanted, self.ledger.read_lines(list(wanted)))
 
     async def aremaining(self, frame: Frame | None = None) -> dict[str, int]:
         wanted = self._room_lines(frame)
-        found = [await self.aledger.lines(scope) for scope in {key.scope for key in wanted}]
-        return _least_room(wanted, found)
+        return _least_room(wanted, await self.aledger.read_lines(list(wanted)))
 
     def _room_lines(self, frame: Frame | None) -> dict[LineKey, int]:
         lines = plan_lines(
@@ -464,11 +462,9 @@ class Enforcer:
         return {line.key: line.limit for line in lines}
 
 
-def _least_room(wanted: Mapping[LineKey, int], found: list[list[LineState]]) -> dict[str, int]:
-    states = {state.key: state for batch in found for state in batch if state.key in wanted}
+def _least_room(wanted: Mapping[LineKey, int], found: Sequence[LineState | None]) -> dict[str, int]:
     room: dict[str, int] = {}
-    for key, limit in wanted.items():
-        seen = states.get(key)
+    for (key, limit), seen in zip(wanted.items(), found, strict=True):
         left = limit if seen is None else seen.remaining
         room[key.dimension] = min(left, room.get(key.dimension, left))
     return room

@@ -321,3 +321,16 @@ def test_holds_listing_by_scope_prefix(ledger: Any) -> None:
     assert {h.rid for h in ledger.holds("team:acme")} == {a}
     ledger.release(a)
     assert {h.rid for h in ledger.holds()} == {b}
+
+
+# -- exact reads ------------------------------------------------------------------------------
+def test_read_lines_reads_exactly_the_named_lines(ledger: Any) -> None:
+    ledger.reserve(chain(100, 40))
+    ledger.set_limit(TEAM, 450)
+    never = LineKey("org:never-used", "total", "cost")
+    org, missing, tokens, team = ledger.read_lines([ORG, never, RUN_TOKENS, TEAM])
+    assert (org.spent, org.held, org.limit) == (0, 100, 1000)
+    assert missing is None
+    assert (tokens.held, tokens.remaining) == (40, 10_000 - 40)
+    assert team.limit == 450
+    assert ledger.read_lines([]) == []

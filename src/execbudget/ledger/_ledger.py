@@ -169,6 +169,11 @@ def _reraise(backend: str, exc: BaseException) -> NoReturn:
     raise LedgerUnavailable(backend, f"{type(exc).__name__}: {exc}") from exc
 
 
+def _pick(keys: Sequence[LineKey], states: list[LineState]) -> list[LineState | None]:
+    found = {state.key: state for state in states}
+    return [found.get(key) for key in keys]
+
+
 def _describe(storage: Any, url: str) -> str:
     return redact(url) if url else f"{getattr(storage, 'scheme', 'custom')}://"
 
@@ -286,6 +291,18 @@ class Ledger:
     def lines(self, scope_prefix: str = "") -> list[LineState]:
         with guarded(self.url, self._errors):
             return self.storage.lines(scope_prefix)
+
+    def read_lines(self, keys: Sequence[LineKey]) -> list[LineState | None]:
+        """
+        The named lines, in order (None where no reserve has created the line yet): one
+        exact read, never a scan of every line with a prefix.
+        """
+        with guarded(self.url, self._errors):
+            read = getattr(self.storage, "read_lines", None)
+            if read is not None:
+                return list(read(keys))
+            scopes = {key.scope for key in keys}
+            return _pick(keys, [s for scope in scopes for s in self.storage.lines(scope)])
 
     def holds(self, scope_prefix: str = "") -> list[HoldRecord]:
         with guarded(self.url, self._errors):
@@ -467,6 +484,15 @@ class AsyncLedger:
     async def lines(self, scope_prefix: str = "") -> list[LineState]:
         with guarded(self.url, self._errors):
             return list(await self.storage.lines(scope_prefix))
+
+    async def read_lines(self, keys: Sequence[LineKey]) -> list[LineState | None]:
+        with guarded(self.url, self._errors):
+            read = getattr(self.storage, "read_lines", None)
+            if read is not None:  # a ThreadedStorage has it only if its sync store does
+                return list(await read(keys))
+            scopes = {key.scope for key in keys}
+            found = [s for scope in scopes for s in await self.storage.lines(scope)]
+            return _pick(keys, found)
 
     async def holds(self, scope_prefix: str = "") -> list[HoldRecord]:
         with guarded(self.url, self._errors):

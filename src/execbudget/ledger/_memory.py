@@ -371,6 +371,24 @@ class MemoryStorage:
                 if k.scope.startswith(scope_prefix)
             ]
 
+    def read_lines(self, keys: Sequence[LineKey]) -> list[LineState | None]:
+        """The named lines, in order; None for a line no reserve has created yet."""
+        with self._book.lock:
+            found = [self._book.lines.get(k) for k in keys]
+            return [
+                None
+                if v is None
+                else LineState(
+                    k,
+                    v.limit if v.override is None else v.override,
+                    v.spent,
+                    v.held,
+                    v.overrun,
+                    v.blocked,
+                )
+                for k, v in zip(keys, found, strict=True)
+            ]
+
     def holds(self, scope_prefix: str = "") -> list[HoldRecord]:
         with self._book.lock:
             chains = self._book.chain_list

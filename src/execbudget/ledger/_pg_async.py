@@ -225,6 +225,15 @@ class AsyncPostgresStorage:
         rows = await self._query("all", self.sql.lines, (scope_prefix,))
         return [pg.line_state(row) for row in rows]
 
+    async def read_lines(self, keys: Sequence[LineKey]) -> list[LineState | None]:
+        """The named lines, in order, in one statement (no prefix scan)."""
+        if not keys:
+            return []
+        params = ([k.scope for k in keys], [k.window for k in keys], [k.dimension for k in keys])
+        rows = await self._query("all", self.sql.read_lines, params)
+        found = {state.key: state for state in (pg.line_state(row) for row in rows)}
+        return [found.get(key) for key in keys]
+
     async def holds(self, scope_prefix: str = "") -> list[HoldRecord]:
         rows = await self._query("all", self.sql.holds, (scope_prefix,))
         return [pg.hold_record(row) for row in rows]

@@ -242,6 +242,11 @@ class Queries:
             f" FROM {s}.eb_line WHERE starts_with(scope, %s)"
             ' ORDER BY scope COLLATE "C", win COLLATE "C", dim COLLATE "C"'
         )
+        self.read_lines = (
+            "SELECT scope, win, dim, coalesce(override, lim), spent, held, overrun, blocked"
+            f" FROM {s}.eb_line WHERE (scope, win, dim) IN"
+            " (SELECT * FROM unnest(%s::text[], %s::text[], %s::text[]))"
+        )
         hold_cols = (
             "SELECT h.rid, h.state, k.scopes, k.wins, k.dims, h.amounts, h.charged,"
             f" h.created_ms, h.expires_at_ms, h.on_expiry, h.settled_ms FROM {s}.eb_hold h"

@@ -227,6 +227,15 @@ class PostgresStorage:
         rows = self._query("all", self.sql.lines, (scope_prefix,))
         return [pg.line_state(row) for row in rows]
 
+    def read_lines(self, keys: Sequence[LineKey]) -> list[LineState | None]:
+        """The named lines, in order, in one statement (no prefix scan)."""
+        if not keys:
+            return []
+        params = ([k.scope for k in keys], [k.window for k in keys], [k.dimension for k in keys])
+        rows = self._query("all", self.sql.read_lines, params)
+        found = {state.key: state for state in (pg.line_state(row) for row in rows)}
+        return [found.get(key) for key in keys]
+
     def holds(self, scope_prefix: str = "") -> list[HoldRecord]:
         rows = self._query("all", self.sql.holds, (scope_prefix,))
         return [pg.hold_record(row) for row in rows]

@@ -426,6 +426,23 @@ class SQLiteStorage:
         )
         return [LineState(LineKey(s, w, d), *rest) for s, w, d, *rest in rows]
 
+    def read_lines(self, keys: Sequence[LineKey]) -> list[LineState | None]:
+        """The named lines, in order; None for a line no reserve has created yet."""
+        if not keys:
+            return []
+        marks = ",".join("(?,?,?)" for _ in keys)
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT scope, win, dim, coalesce(override, lim), spent, held, overrun, blocked"
+                f" FROM eb_line WHERE (scope, win, dim) IN (VALUES {marks})",
+                [part for key in keys for part in key],
+            )
+            .fetchall()
+        )
+        found = {LineKey(sc, w, d): LineState(LineKey(sc, w, d), *rest) for sc, w, d, *rest in rows}
+        return [found.get(key) for key in keys]
+
     def holds(self, scope_prefix: str = "") -> list[HoldRecord]:
         conn = self._conn()
         rows = conn.execute(
