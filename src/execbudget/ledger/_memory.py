@@ -219,6 +219,26 @@ class MemoryStorage:
                     holds[rid] = (n, amounts, now, expires, charge, _HELD, None, None)
                     book.log.append((now, _RESERVE, rid, n, amounts))
                     return _new(ReserveOutcome, (_OK, expires, None))
+            elif found is not None:
+                # The same hot path for ``charge_now`` (a step, a retry, a tool call): spend
+                # at once. Written out rather than shared, as above: a helper call per line
+                # would cost more than the check itself.
+                for line, limit, amount in zip(found, limits, amounts, strict=True):
+                    if line.limit != limit or line.spent + line.held + amount > line.cap:
+                        for undo, undo_amount in zip(found, amounts, strict=True):
+                            if undo is line:
+                                break
+                            undo.spent -= undo_amount
+                        break
+                    line.spent += amount
+                else:
+                    expires = now + ttl_ms
+                    n = chain.number
+                    charge = on_expiry is _CHARGE
+                    holds[rid] = (n, amounts, now, expires, charge, 1, amounts, now)
+                    book.log.append((now, _RESERVE, rid, n, amounts))
+                    book.log.append((now, 1, rid, n, amounts))
+                    return _new(ReserveOutcome, (_OK, expires, None))
             return self._reserve_general(
                 chain, rid, lines, amounts, now, ttl_ms, on_expiry, charge_now
             )
