@@ -61,6 +61,15 @@ class Pair:
 
 PAIRS: list[Pair] = [
     Pair(
+        "src/execbudget/ledger/_ledger_async.py",
+        "src/execbudget/ledger/_ledger_sync.py",
+        (
+            (r"as_async_storage", "as_sync_storage"),
+            (r"asynchronous=True", "asynchronous=False"),
+            (r"AsyncStorage \| Storage", "Storage"),
+        ),
+    ),
+    Pair(
         "src/execbudget/ledger/_redis_async.py",
         "src/execbudget/ledger/_redis_sync.py",
         (

@@ -10,7 +10,9 @@ reservation settles at most once and every operation is idempotent by its ``rid`
 from __future__ import annotations
 
 from ._books import BookMismatch, reconcile
-from ._ledger import DEFAULT_TTL_S, AsyncLedger, Ledger, denial_error, new_rid
+from ._ledger import DEFAULT_TTL_S, denial_error, new_rid
+from ._ledger_async import AsyncLedger
+from ._ledger_sync import Ledger
 from ._memory import MemoryStorage
 from ._registry import DEFAULT_URL, make_storage
 from ._sqlite import SQLiteStorage

@@ -19,23 +19,16 @@ from datetime import UTC, datetime
 from typing import Any, Final, NoReturn
 from urllib.parse import urlsplit, urlunsplit
 
-from ..clock import Clock
 from ..errors import BudgetExceeded, ConfigurationError, LedgerUnavailable
 from ..units import DENIAL_TYPES, check_units, display
-from ._registry import DEFAULT_URL, make_storage
 from ._storage import AsyncStorage, Storage
 from ._types import (
     Denial,
-    Event,
-    HoldRecord,
     LineKey,
     LineRequest,
     LineState,
     OnExpiry,
     ReserveOutcome,
-    ReserveStatus,
-    SettleMode,
-    SettleOutcome,
 )
 
 DEFAULT_TTL_S: Final = 300.0
@@ -190,162 +183,6 @@ def redact(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
-# -- sync ------------------------------------------------------------------------------
-class Ledger:
-    """
-    A ledger of budget lines: reserve a chain all-or-nothing, then commit or release.
-
-    ``Ledger.from_url("sqlite:///.execbudget/ledger.db")``; ``memory://`` for tests.
-    """
-
-    def __init__(self, storage: Storage, *, url: str = "", currency: str = "USD") -> None:
-        self.storage = storage
-        self.url = _describe(storage, url)
-        self.currency = currency
-        self._errors = storage.base_exceptions
-
-    @classmethod
-    def from_url(cls, url: str = DEFAULT_URL, *, clock: Clock | None = None) -> Ledger:
-        with guarded(redact(url), _ALL_DRIVER_ERRORS):
-            return cls(make_storage(url, clock=clock), url=url)
-
-    def try_reserve(
-        self,
-        lines: Sequence[LineRequest],
-        *,
-        rid: str | None = None,
-        ttl_s: float = DEFAULT_TTL_S,
-        on_expiry: OnExpiry = OnExpiry.RELEASE,
-        charge_now: bool = False,
-    ) -> tuple[str, ReserveOutcome]:
-        """Reserve and return ``(rid, outcome)``; a denial is an outcome, not an error."""
-        rid = rid or new_rid()
-        ttl_ms = check_reserve(rid, lines, ttl_s)
-        if not lines:
-            return rid, ReserveOutcome(ReserveStatus.OK, None)
-        try:
-            return rid, self.storage.reserve(
-                rid, lines, ttl_ms, on_expiry=on_expiry, charge_now=charge_now
-            )
-        except self._errors as exc:
-            _reraise(self.url, exc)
-
-    def reserve(
-        self,
-        lines: Sequence[LineRequest],
-        *,
-        rid: str | None = None,
-        ttl_s: float = DEFAULT_TTL_S,
-        on_expiry: OnExpiry = OnExpiry.RELEASE,
-        charge_now: bool = False,
-    ) -> str:
-        """Reserve, or raise the ``BudgetExceeded`` subclass of the refusing line."""
-        # try_reserve's steps, inlined: this is the hottest call of the library.
-        rid = rid or new_rid()
-        ttl_ms = check_reserve(rid, lines, ttl_s)
-        if not lines:
-            return rid
-        try:
-            outcome = self.storage.reserve(
-                rid, lines, ttl_ms, on_expiry=on_expiry, charge_now=charge_now
-            )
-        except self._errors as exc:
-            _reraise(self.url, exc)
-        if outcome.denial is not None:
-            raise denial_error(outcome.denial, lines, self.currency)
-        return rid
-
-    def commit(self, rid: str, actual: Mapping[str, int] | None = None) -> SettleOutcome:
-        """Charge the actual usage (per dimension; omitted dimensions in full) and settle."""
-        if type(rid) is not str or not rid or len(rid) > _MAX_RID:
-            check_rid(rid)
-        if actual is not None:
-            check_actual(actual)
-        try:
-            return self.storage.settle(rid, SettleMode.COMMIT, actual)
-        except self._errors as exc:
-            _reraise(self.url, exc)
-
-    def release(self, rid: str) -> SettleOutcome:
-        check_rid(rid)
-        try:
-            return self.storage.settle(rid, SettleMode.RELEASE)
-        except self._errors as exc:
-            _reraise(self.url, exc)
-
-    def expire(self, rid: str, *, charge: bool = False) -> SettleOutcome:
-        check_rid(rid)
-        mode = SettleMode.EXPIRE_CHARGE if charge else SettleMode.EXPIRE
-        with guarded(self.url, self._errors):
-            return self.storage.settle(rid, mode)
-
-    def extend(self, rid: str, ttl_s: float) -> bool:
-        check_rid(rid)
-        with guarded(self.url, self._errors):
-            return self.storage.extend(rid, max(1, round(ttl_s * 1000)))
-
-    def reap(self, limit: int = 200) -> int:
-        with guarded(self.url, self._errors):
-            return self.storage.reap(limit)
-
-    def lines(self, scope_prefix: str = "") -> list[LineState]:
-        with guarded(self.url, self._errors):
-            return self.storage.lines(scope_prefix)
-
-    def read_lines(self, keys: Sequence[LineKey]) -> list[LineState | None]:
-        """
-        The named lines, in order (None where no reserve has created the line yet): one
-        exact read, never a scan of every line with a prefix.
-        """
-        with guarded(self.url, self._errors):
-            read = getattr(self.storage, "read_lines", None)
-            if read is not None:
-                return list(read(keys))
-            scopes = {key.scope for key in keys}
-            return _pick(keys, [s for scope in scopes for s in self.storage.lines(scope)])
-
-    def holds(self, scope_prefix: str = "") -> list[HoldRecord]:
-        with guarded(self.url, self._errors):
-            return self.storage.holds(scope_prefix)
-
-    def hold(self, rid: str) -> HoldRecord | None:
-        with guarded(self.url, self._errors):
-            return self.storage.hold(rid)
-
-    def events(self, after_seq: int = 0, limit: int = 1000) -> list[Event]:
-        with guarded(self.url, self._errors):
-            return self.storage.events(after_seq, limit)
-
-    def set_limit(self, key: LineKey, limit: int | None) -> None:
-        if limit is not None:
-            check_units(limit, what=f"limit of {key}")
-        with guarded(self.url, self._errors):
-            self.storage.set_limit(key, limit)
-
-    def block(self, key: LineKey, reason: str | None = "killed") -> None:
-        with guarded(self.url, self._errors):
-            self.storage.block(key, reason)
-
-    def purge(self, settled_before_ms: int) -> int:
-        with guarded(self.url, self._errors):
-            return self.storage.purge(settled_before_ms)
-
-    def now_ms(self) -> int:
-        with guarded(self.url, self._errors):
-            return self.storage.now_ms()
-
-    def close(self) -> None:
-        with guarded(self.url, self._errors):
-            self.storage.close()
-
-    def __enter__(self) -> Ledger:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-# -- async -----------------------------------------------------------------------------
 class ThreadedStorage:
     """
     A sync storage served to asyncio. ``memory://`` never blocks and is called directly.
@@ -401,141 +238,6 @@ class ThreadedStorage:
         await self._call(self.sync.close)
 
 
-class AsyncLedger:
-    """The asyncio twin of ``Ledger``: the same methods, awaited."""
-
-    def __init__(
-        self, storage: AsyncStorage | Storage, *, url: str = "", currency: str = "USD"
-    ) -> None:
-        self.storage: Any = ThreadedStorage(storage) if isinstance(storage, Storage) else storage
-        self.url = _describe(storage, url)
-        self.currency = currency
-        self._errors = storage.base_exceptions
-
-    @classmethod
-    def from_url(cls, url: str = DEFAULT_URL, *, clock: Clock | None = None) -> AsyncLedger:
-        with guarded(redact(url), _ALL_DRIVER_ERRORS):
-            return cls(make_storage(url, clock=clock, asynchronous=True), url=url)
-
-    async def try_reserve(
-        self,
-        lines: Sequence[LineRequest],
-        *,
-        rid: str | None = None,
-        ttl_s: float = DEFAULT_TTL_S,
-        on_expiry: OnExpiry = OnExpiry.RELEASE,
-        charge_now: bool = False,
-    ) -> tuple[str, ReserveOutcome]:
-        rid = rid or new_rid()
-        ttl_ms = check_reserve(rid, lines, ttl_s)
-        if not lines:
-            return rid, ReserveOutcome(ReserveStatus.OK, None)
-        with guarded(self.url, self._errors):
-            outcome: ReserveOutcome = await self.storage.reserve(
-                rid, lines, ttl_ms, on_expiry=on_expiry, charge_now=charge_now
-            )
-            return rid, outcome
-
-    async def reserve(
-        self,
-        lines: Sequence[LineRequest],
-        *,
-        rid: str | None = None,
-        ttl_s: float = DEFAULT_TTL_S,
-        on_expiry: OnExpiry = OnExpiry.RELEASE,
-        charge_now: bool = False,
-    ) -> str:
-        rid, outcome = await self.try_reserve(
-            lines, rid=rid, ttl_s=ttl_s, on_expiry=on_expiry, charge_now=charge_now
-        )
-        if outcome.denial is not None:
-            raise denial_error(outcome.denial, lines, self.currency)
-        return rid
-
-    async def commit(self, rid: str, actual: Mapping[str, int] | None = None) -> SettleOutcome:
-        check_rid(rid)
-        actual = check_actual(actual)
-        with guarded(self.url, self._errors):
-            outcome: SettleOutcome = await self.storage.settle(rid, SettleMode.COMMIT, actual)
-            return outcome
-
-    async def release(self, rid: str) -> SettleOutcome:
-        check_rid(rid)
-        with guarded(self.url, self._errors):
-            outcome: SettleOutcome = await self.storage.settle(rid, SettleMode.RELEASE)
-            return outcome
-
-    async def expire(self, rid: str, *, charge: bool = False) -> SettleOutcome:
-        check_rid(rid)
-        mode = SettleMode.EXPIRE_CHARGE if charge else SettleMode.EXPIRE
-        with guarded(self.url, self._errors):
-            outcome: SettleOutcome = await self.storage.settle(rid, mode)
-            return outcome
-
-    async def extend(self, rid: str, ttl_s: float) -> bool:
-        check_rid(rid)
-        with guarded(self.url, self._errors):
-            return bool(await self.storage.extend(rid, max(1, round(ttl_s * 1000))))
-
-    async def reap(self, limit: int = 200) -> int:
-        with guarded(self.url, self._errors):
-            return int(await self.storage.reap(limit))
-
-    async def lines(self, scope_prefix: str = "") -> list[LineState]:
-        with guarded(self.url, self._errors):
-            return list(await self.storage.lines(scope_prefix))
-
-    async def read_lines(self, keys: Sequence[LineKey]) -> list[LineState | None]:
-        with guarded(self.url, self._errors):
-            read = getattr(self.storage, "read_lines", None)
-            if read is not None:  # a ThreadedStorage has it only if its sync store does
-                return list(await read(keys))
-            scopes = {key.scope for key in keys}
-            found = [s for scope in scopes for s in await self.storage.lines(scope)]
-            return _pick(keys, found)
-
-    async def holds(self, scope_prefix: str = "") -> list[HoldRecord]:
-        with guarded(self.url, self._errors):
-            return list(await self.storage.holds(scope_prefix))
-
-    async def hold(self, rid: str) -> HoldRecord | None:
-        with guarded(self.url, self._errors):
-            record: HoldRecord | None = await self.storage.hold(rid)
-            return record
-
-    async def events(self, after_seq: int = 0, limit: int = 1000) -> list[Event]:
-        with guarded(self.url, self._errors):
-            return list(await self.storage.events(after_seq, limit))
-
-    async def set_limit(self, key: LineKey, limit: int | None) -> None:
-        if limit is not None:
-            check_units(limit, what=f"limit of {key}")
-        with guarded(self.url, self._errors):
-            await self.storage.set_limit(key, limit)
-
-    async def block(self, key: LineKey, reason: str | None = "killed") -> None:
-        with guarded(self.url, self._errors):
-            await self.storage.block(key, reason)
-
-    async def purge(self, settled_before_ms: int) -> int:
-        with guarded(self.url, self._errors):
-            return int(await self.storage.purge(settled_before_ms))
-
-    async def now_ms(self) -> int:
-        with guarded(self.url, self._errors):
-            return int(await self.storage.now_ms())
-
-    async def aclose(self) -> None:
-        with guarded(self.url, self._errors):
-            await self.storage.aclose()
-
-    async def __aenter__(self) -> AsyncLedger:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
-
-
 def _driver_errors() -> tuple[type[BaseException], ...]:
     import sqlite3
 
@@ -556,3 +258,13 @@ def _driver_errors() -> tuple[type[BaseException], ...]:
 
 
 _ALL_DRIVER_ERRORS: Final = _driver_errors()
+
+
+def as_async_storage(storage: AsyncStorage | Storage) -> Any:
+    """An async face for any store: sync stores are served through ThreadedStorage."""
+    return ThreadedStorage(storage) if isinstance(storage, Storage) else storage
+
+
+def as_sync_storage(storage: Storage) -> Storage:
+    """A sync store as it is (the sync Ledger never wraps)."""
+    return storage
