@@ -3,6 +3,7 @@ options, WAITAOF, and the function library coming back after a server lost it.""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -96,3 +97,17 @@ def test_library_is_loaded_again_after_a_server_lost_it(tmp_path: Path) -> None:
             assert [line.held for line in ledger.lines()] == [1]
     finally:
         server.stop()
+
+
+async def test_a_burst_beyond_the_pool_waits_instead_of_failing(prefix: str) -> None:
+    """200 concurrent callers on a 4-connection pool: all served, none 'unavailable'."""
+    from execbudget.ledger import AsyncLedger, LineKey, LineRequest
+
+    ledger = AsyncLedger.from_url(url_with(REDIS_URL, prefix=prefix, max_connections="4"))
+    line = [LineRequest(LineKey("org:burst", "total", "calls"), 1_000, 1)]
+    try:
+        rids = await asyncio.gather(*(ledger.reserve(line) for _ in range(200)))
+        assert len(set(rids)) == 200
+        assert [(s.held, s.spent) for s in await ledger.lines("org:burst")] == [(200, 0)]
+    finally:
+        await ledger.aclose()

@@ -48,6 +48,8 @@ DRIVER_OPTIONS: Final = (
     "timeout",
 )
 DEFAULT_SOCKET_TIMEOUT_S: Final = 5.0
+#: Connections per pool; more concurrent callers wait for one (a blocking pool).
+DEFAULT_MAX_CONNECTIONS: Final = 64
 DEFAULT_RETRIES: Final = 3
 #: WAITAOF appeared in Redis 7.2.
 WAITAOF_MIN_VERSION: Final = (7, 2)

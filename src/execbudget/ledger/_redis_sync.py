@@ -16,13 +16,14 @@ from contextlib import contextmanager
 from typing import Any, ClassVar
 
 import redis
-from redis import Redis
+from redis import BlockingConnectionPool, Redis
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
 from ..clock import Clock
 from ..errors import ConfigurationError
 from ._redis_common import (
+    DEFAULT_MAX_CONNECTIONS,
     DEFAULT_PREFIX,
     DEFAULT_SOCKET_TIMEOUT_S,
     LIBRARY_SOURCE,
@@ -108,13 +109,18 @@ class RedisStorage:
         """
         options = parse_url(url)
         retry = Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), options.retries)
-        client = Redis.from_url(
+        # A blocking pool: a burst of callers beyond max_connections waits for a free
+        # connection (up to the socket timeout) instead of failing as "ledger unavailable".
+        pool = BlockingConnectionPool.from_url(
             options.driver_url,
             decode_responses=True,
             retry=retry,
             socket_timeout=DEFAULT_SOCKET_TIMEOUT_S,
             socket_connect_timeout=DEFAULT_SOCKET_TIMEOUT_S,
+            max_connections=DEFAULT_MAX_CONNECTIONS,
+            timeout=DEFAULT_SOCKET_TIMEOUT_S,
         )
+        client = Redis.from_pool(pool)
         return cls(
             client,
             prefix=options.prefix,
