@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import platform
 import sqlite3
 import sys
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -56,3 +59,63 @@ def emit(name: str, **figures: Any) -> dict[str, Any]:
     record = {"bench": name, **figures}
     print(json.dumps(record), flush=True)
     return record
+
+
+def pair_worker(
+    url: str, worker: int, seconds: float, start_at: float, prefix: str, warmup: int
+) -> tuple[int, list[float]]:
+    """
+    One process of a pairs race: ``warmup`` untimed pairs (connect, load scripts, prepare
+    statements), wait for the common start, then reserve+commit on its chain for
+    ``seconds``; returns (pairs, reserve latencies).
+    """
+    from execbudget.ledger import Ledger
+
+    ledger = Ledger.from_url(url)
+    chain = hot_chain(worker, prefix=prefix)
+    for _ in range(warmup):
+        ledger.commit(ledger.reserve(chain), {"cost": 5})
+    while time.time() < start_at:
+        time.sleep(0.001)
+    latencies: list[float] = []
+    pairs = 0
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        t0 = time.perf_counter()
+        rid = ledger.reserve(chain)
+        latencies.append(time.perf_counter() - t0)
+        ledger.commit(rid, {"cost": 5})
+        pairs += 1
+    ledger.close()
+    return pairs, latencies
+
+
+def race_pairs(
+    url: str,
+    procs: int,
+    seconds: float,
+    *,
+    start_delay: float,
+    warmup: int = 0,
+    prefix_of: Callable[[int], str] | None = None,
+) -> dict[str, Any]:
+    """
+    ``procs`` spawned processes racing reserve+commit pairs on the hot chain. The start is
+    ``start_delay`` seconds away so every process has imported and connected before the
+    clock runs. Returns the figures every ledger benchmark reports.
+    """
+    ctx = multiprocessing.get_context("spawn")
+    start_at = time.time() + start_delay
+    jobs = [
+        (url, w, seconds, start_at, prefix_of(w) if prefix_of else "", warmup) for w in range(procs)
+    ]
+    with ctx.Pool(procs) as pool:
+        results = pool.starmap(pair_worker, jobs)
+    pairs = sum(r[0] for r in results)
+    lat = sorted(x for r in results for x in r[1])
+    return {
+        "pairs_per_s": round(pairs / seconds),
+        "reserve_p50_ms": round(percentile(lat, 0.50) * 1000, 3),
+        "reserve_p99_ms": round(percentile(lat, 0.99) * 1000, 3),
+        "pairs": pairs,
+    }

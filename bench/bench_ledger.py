@@ -11,7 +11,6 @@ Ledger throughput: reserve+commit pairs per second on a 4-line chain with one ho
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import os
 import tempfile
 import time
@@ -20,7 +19,7 @@ from typing import Any
 
 from execbudget.ledger import Ledger, MemoryStorage
 
-from ._common import emit, hot_chain, machine, percentile
+from ._common import emit, hot_chain, machine, race_pairs
 
 
 def memory_single_thread(seconds: float) -> dict[str, Any]:
@@ -52,45 +51,13 @@ def memory_single_thread(seconds: float) -> dict[str, Any]:
     )
 
 
-def _sqlite_worker(
-    url: str, worker: int, seconds: float, start_at: float
-) -> tuple[int, list[float]]:
-    ledger = Ledger.from_url(url)
-    chain = hot_chain(worker)
-    while time.time() < start_at:
-        time.sleep(0.001)
-    latencies: list[float] = []
-    pairs = 0
-    deadline = time.perf_counter() + seconds
-    while time.perf_counter() < deadline:
-        t0 = time.perf_counter()
-        rid = ledger.reserve(chain)
-        latencies.append(time.perf_counter() - t0)
-        ledger.commit(rid, {"cost": 5})
-        pairs += 1
-    ledger.close()
-    return pairs, latencies
-
-
 def sqlite_procs(synchronous: str, procs: int, seconds: float) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{Path(tmp) / 'bench.db'}?synchronous={synchronous}"
         Ledger.from_url(url).close()
-        ctx = multiprocessing.get_context("spawn")
-        start_at = time.time() + 1.5  # every process imported and connected before the clock
-        with ctx.Pool(procs) as pool:
-            results = pool.starmap(
-                _sqlite_worker, [(url, w, seconds, start_at) for w in range(procs)]
-            )
-    pairs = sum(r[0] for r in results)
-    lat = sorted(x for r in results for x in r[1])
-    return emit(
-        f"ledger.sqlite.{synchronous.lower()}.{procs}procs",
-        pairs_per_s=round(pairs / seconds),
-        reserve_p50_ms=round(percentile(lat, 0.50) * 1000, 3),
-        reserve_p99_ms=round(percentile(lat, 0.99) * 1000, 3),
-        pairs=pairs,
-    )
+        # every process imported and connected before the clock starts
+        figures = race_pairs(url, procs, seconds, start_delay=1.5)
+    return emit(f"ledger.sqlite.{synchronous.lower()}.{procs}procs", **figures)
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:

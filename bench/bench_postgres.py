@@ -22,7 +22,6 @@ server's ceiling from the Python client's cost.
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import os
 import re
 import shutil
@@ -38,7 +37,7 @@ from psycopg import sql
 
 from execbudget.ledger import Ledger
 
-from ._common import emit, hot_chain, machine, percentile
+from ._common import emit, machine, race_pairs
 
 DEFAULT_URL = os.environ.get(
     "EXECBUDGET_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
@@ -48,28 +47,6 @@ DEFAULT_URL = os.environ.get(
 def _with(url: str, **options: str) -> str:
     sep = "&" if "?" in url else "?"
     return url + sep + "&".join(f"{k}={v}" for k, v in options.items())
-
-
-def _worker(
-    url: str, worker: int, seconds: float, start_at: float, prefix: str
-) -> tuple[int, list[float]]:
-    ledger = Ledger.from_url(url)
-    chain = hot_chain(worker, prefix=prefix)
-    for _ in range(3):  # connect, migrate-check and prepare both statements first
-        ledger.commit(ledger.reserve(chain), {"cost": 5})
-    while time.time() < start_at:
-        time.sleep(0.001)
-    latencies: list[float] = []
-    pairs = 0
-    deadline = time.perf_counter() + seconds
-    while time.perf_counter() < deadline:
-        t0 = time.perf_counter()
-        rid = ledger.reserve(chain)
-        latencies.append(time.perf_counter() - t0)
-        ledger.commit(rid, {"cost": 5})
-        pairs += 1
-    ledger.close()
-    return pairs, latencies
 
 
 def commit_baseline(url: str, schema: str, seconds: float = 2.0) -> dict[str, Any]:
@@ -102,25 +79,21 @@ def postgres_procs(url: str, sync: str, procs: int, seconds: float, chain: str) 
     with Ledger.from_url(storage_url) as ledger:
         ledger.lines()  # migrate once, before the workers race to
     try:
-        ctx = multiprocessing.get_context("spawn")
-        start_at = time.time() + 2.0 + procs * 0.15  # every process imported and connected
-        jobs = [
-            (storage_url, w, seconds, start_at, f"w{w}:" if chain == "cold" else "")
-            for w in range(procs)
-        ]
-        with ctx.Pool(procs) as pool:
-            results = pool.starmap(_worker, jobs)
+        # three untimed pairs per process connect, check migrations and prepare statements
+        figures = race_pairs(
+            storage_url,
+            procs,
+            seconds,
+            start_delay=2.0 + procs * 0.15,
+            warmup=3,
+            prefix_of=(lambda w: f"w{w}:") if chain == "cold" else None,
+        )
     finally:
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
-    pairs = sum(r[0] for r in results)
-    lat = sorted(x for r in results for x in r[1])
     return emit(
         f"ledger.postgres.{chain}.sync_{sync}.{procs}procs",
-        pairs_per_s=round(pairs / seconds),
-        reserve_p50_ms=round(percentile(lat, 0.50) * 1000, 3),
-        reserve_p99_ms=round(percentile(lat, 0.99) * 1000, 3),
-        pairs=pairs,
+        **figures,
         load_avg_1m=round(os.getloadavg()[0], 2),
     )
 

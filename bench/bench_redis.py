@@ -13,7 +13,6 @@ Client and server share the machine (loopback), as in the reference figures.
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import os
 import shutil
 import socket
@@ -24,9 +23,7 @@ from typing import Any
 
 import redis
 
-from execbudget.ledger import Ledger
-
-from ._common import emit, hot_chain, machine, percentile
+from ._common import emit, machine, race_pairs
 
 MODES = {
     "nopersist": ["--appendonly", "no"],
@@ -63,46 +60,20 @@ class Server:
         self.proc.wait(timeout=10)
 
 
-def _worker(url: str, worker: int, seconds: float, start_at: float) -> tuple[int, list[float]]:
-    ledger = Ledger.from_url(url)
-    chain = hot_chain(worker)
-    ledger.commit(ledger.reserve(chain), {"cost": 5})  # connect and load the library first
-    while time.time() < start_at:
-        time.sleep(0.001)
-    latencies: list[float] = []
-    pairs = 0
-    deadline = time.perf_counter() + seconds
-    while time.perf_counter() < deadline:
-        t0 = time.perf_counter()
-        rid = ledger.reserve(chain)
-        latencies.append(time.perf_counter() - t0)
-        ledger.commit(rid, {"cost": 5})
-        pairs += 1
-    ledger.close()
-    return pairs, latencies
-
-
 def redis_procs(mode: str, procs: int, seconds: float) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         server = Server(mode, tmp)
         try:
             url = f"redis://127.0.0.1:{server.port}/0?prefix=bench:"
-            ctx = multiprocessing.get_context("spawn")
-            start_at = time.time() + 2.0  # every process imported and connected first
-            with ctx.Pool(procs) as pool:
-                results = pool.starmap(_worker, [(url, w, seconds, start_at) for w in range(procs)])
+            # one untimed pair per process connects and loads the function library
+            figures = race_pairs(url, procs, seconds, start_delay=2.0, warmup=1)
             with redis.Redis(port=server.port) as client:
                 stats = client.info("commandstats").get("cmdstat_fcall", {})
         finally:
             server.stop()
-    pairs = sum(r[0] for r in results)
-    lat = sorted(x for r in results for x in r[1])
     return emit(
         f"ledger.redis.{mode}.{procs}procs",
-        pairs_per_s=round(pairs / seconds),
-        reserve_p50_ms=round(percentile(lat, 0.50) * 1000, 3),
-        reserve_p99_ms=round(percentile(lat, 0.99) * 1000, 3),
-        pairs=pairs,
+        **figures,
         server_us_per_fcall=stats.get("usec_per_call"),
         load_avg_1m=round(os.getloadavg()[0], 2),
         redis=server.version,
