@@ -22,7 +22,7 @@ model call inside ``with execbudget.run(...)`` charges that run.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 try:
@@ -101,19 +101,16 @@ class stop_on_budget(stop_base):
         return left <= retry_state.upcoming_sleep
 
     @staticmethod
-    def _scopes(frame: Frame, watched: list[Dimension]) -> tuple[list[LineRequest], set[str]]:
+    def _lines(frame: Frame, watched: list[Dimension]) -> list[LineRequest]:
         enforcer = frame.enforcer
-        lines = plan_lines_cached(
+        return plan_lines_cached(
             frame, dict.fromkeys(watched, 0), enforcer.clock.now_ms(), enforcer.policy.timezone
         )
-        return lines, {line.key.scope for line in lines}
 
     @staticmethod
-    def _exhausted(lines: list[LineRequest], states: list[LineState]) -> bool:
+    def _exhausted(lines: list[LineRequest], states: Sequence[LineState | None]) -> bool:
         """Whether any watched line has no room left (a line never used has all of it)."""
-        found = {state.key: state for state in states}
-        for line in lines:
-            state = found.get(line.key)
+        for line, state in zip(lines, states, strict=True):
             if state is not None and (state.blocked or state.remaining <= 0):
                 return True
             if state is None and line.limit <= 0:
@@ -131,9 +128,9 @@ class stop_on_budget(stop_base):
         watched = self._watched(frame)
         if not watched:
             return False
-        lines, scopes = self._scopes(frame, watched)
-        ledger = frame.enforcer.ledger
-        return self._exhausted(lines, [s for scope in scopes for s in ledger.lines(scope)])
+        lines = self._lines(frame, watched)
+        states = frame.enforcer.ledger.read_lines([line.key for line in lines])
+        return self._exhausted(lines, states)
 
 
 class astop_on_budget(stop_on_budget):
@@ -150,9 +147,8 @@ class astop_on_budget(stop_on_budget):
         watched = self._watched(frame)
         if not watched:
             return False
-        lines, scopes = self._scopes(frame, watched)
-        ledger = frame.enforcer.aledger
-        states = [s for scope in scopes for s in await ledger.lines(scope)]
+        lines = self._lines(frame, watched)
+        states = await frame.enforcer.aledger.read_lines([line.key for line in lines])
         return self._exhausted(lines, states)
 
 

@@ -55,9 +55,9 @@ _HOLD_MARGIN_S: Final = 60.0
 # -- I/O requests ----------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class ReadLines:
-    """Read the books of these ledger scopes; the answer is a ``list[LineState]``."""
+    """Read the books of these ledger lines; the answer is a ``list[LineState]``."""
 
-    scopes: tuple[str, ...]
+    keys: tuple[LineKey, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,13 +227,9 @@ def admit(
     read_dims: dict[str, int] = {
         d.value: 0 for d in (Dimension.FAN_OUT, Dimension.COST) if d in limited
     }
-    chain_scopes = tuple(
-        dict.fromkeys(
-            line.key.scope
-            for line in plan_lines(
-                frame, read_dims, enforcer.clock.now_ms(), enforcer.policy.timezone
-            )
-        )
+    chain_keys = tuple(
+        line.key
+        for line in plan_lines(frame, read_dims, enforcer.clock.now_ms(), enforcer.policy.timezone)
     )
     taken: list[T] | None = None
     more = False
@@ -244,7 +240,7 @@ def admit(
         count_room: Room | None = None
         cost_room: Room | None = None
         if cost_checked or (count_limited and (truncate or not sized)):
-            states: list[LineState] = yield ReadLines(chain_scopes)
+            states: list[LineState] = yield ReadLines(chain_keys)
             now_ms = enforcer.clock.now_ms()
             if count_limited:
                 count_room = _tightest(frame, Dimension.FAN_OUT, states, now_ms)

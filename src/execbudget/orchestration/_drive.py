@@ -10,7 +10,6 @@ from typing import Any, TypeVar
 
 from ..enforcer import Decision, Enforcer, Hold
 from ..errors import LedgerUnavailable
-from ..ledger import LineState
 from ..scopes import Frame
 from ._admission import IO, ReadLines, Release, TryHold
 
@@ -56,10 +55,7 @@ def drive(gen: Generator[IO, Any, T], frame: Frame) -> T:
             result: T = stop.value
             return result
         if isinstance(request, ReadLines):
-            states: list[LineState] = []
-            for scope in request.scopes:
-                states.extend(enforcer.ledger.lines(scope))
-            answer = states
+            answer = [s for s in enforcer.ledger.read_lines(request.keys) if s is not None]
         elif isinstance(request, TryHold):
             answer = try_hold(enforcer, frame, request)
         elif isinstance(request, Release):
@@ -78,10 +74,8 @@ async def adrive(gen: Generator[IO, Any, T], frame: Frame) -> T:
             result: T = stop.value
             return result
         if isinstance(request, ReadLines):
-            states: list[LineState] = []
-            for scope in request.scopes:
-                states.extend(await enforcer.aledger.lines(scope))
-            answer = states
+            lines = await enforcer.aledger.read_lines(request.keys)
+            answer = [s for s in lines if s is not None]
         elif isinstance(request, TryHold):
             answer = await atry_hold(enforcer, frame, request)
         elif isinstance(request, Release):
