@@ -10,8 +10,8 @@ adapters and the stream meter. Only the operations it yields are executed differ
 
 * ``TryHold`` also holds the **gateway line** of every scope of the chain (the kill
   switch, see ``chain``), in the same atomic reserve;
-* ``ReadRoom`` reads the room of the chain's lines with one refused reserve per line
-  (``read_rooms``): an exact, atomic, O(1) read on every backend, where listing a scope's
+* ``ReadRoom`` reads the room of the chain's lines with one exact ``read_lines``
+  (``read_rooms``): one exact read of the named lines on every backend, where listing a scope's
   lines is a key scan on Redis (500 ms at 20 000 keys, measured);
 * ``Send`` is the upstream HTTP exchange; the procedure never retries it (``retries=0``):
   the client's SDK sees the upstream error and decides, so there is one retry layer, not
@@ -41,10 +41,10 @@ from ..invocation._procedure import (
     TryHold,
     call_procedure,
 )
-from ..ledger import AsyncLedger, LineRequest, new_rid
+from ..ledger import AsyncLedger, LineRequest, LineState
 from ..scopes import Frame, plan_lines
 from ..units import LEDGER_DIMENSIONS
-from .chain import PROBE_LINE, Chain
+from .chain import Chain
 
 __all__ = [
     "CallRecord",
@@ -61,7 +61,6 @@ __all__ = [
 
 log = logging.getLogger("execbudget.gateway")
 
-_PROBE_AMOUNT: Final = 2**62
 _ALL_DIMS: Final = tuple(sorted(d.value for d in LEDGER_DIMENSIONS))
 _RETRY: Final = {"retries": 1}
 
@@ -84,34 +83,29 @@ class LineBooks:
         return max(0, self.limit - self.spent - self.held)
 
 
-async def probe_line(ledger: AsyncLedger, line: LineRequest) -> LineBooks:
-    """
-    Read one line: reserve more than any line can hold, followed by a line that always
-    refuses, so nothing is ever granted or written; the refusal carries the line's books.
-    """
-    probe = LineRequest(line.key, line.limit, _PROBE_AMOUNT, line.window_end_ms)
-    rid, outcome = await ledger.try_reserve([probe, PROBE_LINE], rid=new_rid(), ttl_s=1.0)
-    denial = outcome.denial
-    if denial is None:  # only if an operator gave the probe line a limit
-        await ledger.release(rid)
+def _books(line: LineRequest, state: LineState | None) -> LineBooks:
+    if state is None:  # no reserve has created the line yet: all of its limit is room
         return LineBooks(line, line.limit, 0, 0, None)
-    if denial.level != 0:  # the line has room beyond any amount (a limit of 2**62)
-        return LineBooks(line, _PROBE_AMOUNT, 0, 0, None)
-    blocked = None if denial.reason == "limit" else denial.reason
-    return LineBooks(line, denial.limit, denial.spent, denial.held, blocked)
+    return LineBooks(line, state.limit, state.spent, state.held, state.blocked)
+
+
+async def probe_line(ledger: AsyncLedger, line: LineRequest) -> LineBooks:
+    """Read one line's books; nothing is written."""
+    (state,) = await ledger.read_lines([line.key])
+    return _books(line, state)
 
 
 async def read_lines(
     enforcer: Enforcer, frame: Frame | None, dims: tuple[str, ...] = _ALL_DIMS
 ) -> list[LineBooks]:
-    """The books of every budget line of the chain in ``dims`` (read concurrently)."""
+    """The books of every budget line of the chain in ``dims``, in one exact read."""
     lines = plan_lines(
         frame, dict.fromkeys(dims, 0), enforcer.clock.now_ms(), enforcer.policy.timezone
     )
     if not lines:
         return []
-    ledger = enforcer.aledger
-    return list(await asyncio.gather(*(probe_line(ledger, line) for line in lines)))
+    states = await enforcer.aledger.read_lines([line.key for line in lines])
+    return [_books(line, state) for line, state in zip(lines, states, strict=True)]
 
 
 def least_rooms(books: list[LineBooks]) -> dict[str, tuple[int, str]]:

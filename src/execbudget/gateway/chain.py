@@ -33,7 +33,6 @@ from .keys import KeyRecord
 
 __all__ = [
     "GATEWAY_WINDOW",
-    "PROBE_LINE",
     "SENTINEL_LIMIT",
     "Chain",
     "ChainBuilder",
@@ -43,9 +42,6 @@ __all__ = [
 
 GATEWAY_WINDOW: Final = "gateway"
 SENTINEL_LIMIT: Final = 2**62
-#: Always refuses (limit 0), so a probe of the gateway lines can never be granted and
-#: never writes anything: see ``killswitch``.
-PROBE_LINE: Final = LineRequest(LineKey("gateway:probe", "total", "calls"), 0, 1)
 
 _MAX_CACHED: Final = 100_000
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$")

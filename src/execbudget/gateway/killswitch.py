@@ -8,13 +8,10 @@ that has not heard of the kill still admits. Every other existing line of the sc
 blocked too, so in-process users of the same ledger (``execbudget.run``) stop as well.
 
 **In flight.** Each gateway process runs one ``KillWatch``. Streams register their chain;
-while any is registered, the watch probes the ledger every ``interval_s`` for blocked
-gateway lines among their scopes, and a kill made through this process's admin API is
-seen at once. A probe is one reserve of the scopes' gateway lines (amount 0) followed by
-``PROBE_LINE``, whose limit is 0: the reserve is always refused, so it never writes, never
-logs an event and never leaves a tombstone, and the refusal names the first blocked line
-(or the probe line when none is). That makes it one O(chain) atomic read on every
-backend, where listing lines would be a key scan on Redis.
+while any is registered, the watch reads the scopes' gateway lines every ``interval_s``
+(``Ledger.read_lines``: one exact read of named lines on every backend, where listing a
+scope's lines would be a key scan on Redis), and a kill made through this process's admin
+API is seen at once.
 """
 
 from __future__ import annotations
@@ -25,8 +22,8 @@ import itertools
 import logging
 from collections.abc import Callable, Iterable
 
-from ..ledger import AsyncLedger, LineKey, LineRequest, new_rid
-from .chain import GATEWAY_WINDOW, PROBE_LINE, SENTINEL_LIMIT, gateway_line
+from ..ledger import AsyncLedger, LineKey
+from .chain import GATEWAY_WINDOW, gateway_line
 
 __all__ = ["KillWatch", "Ticket", "kill_scope", "killed_among", "revive_scope"]
 
@@ -57,23 +54,14 @@ async def revive_scope(ledger: AsyncLedger, scope: str) -> list[LineKey]:
 
 
 async def killed_among(ledger: AsyncLedger, scopes: Iterable[str]) -> set[str]:
-    """The scopes whose gateway line is blocked: 1 + (number killed) refused reserves."""
+    """The scopes whose gateway line is blocked: one exact read of their gateway lines."""
     pending = list(dict.fromkeys(scopes))
-    found: set[str] = set()
-    while pending:
-        lines = [
-            LineRequest(LineKey(s, GATEWAY_WINDOW, "calls"), SENTINEL_LIMIT, 0) for s in pending
-        ]
-        lines.append(PROBE_LINE)
-        rid, outcome = await ledger.try_reserve(lines, rid=new_rid(), ttl_s=1.0)
-        if outcome.denial is None:  # only if an operator overrode the probe line's limit
-            await ledger.release(rid)
-            break
-        index = outcome.denial.level
-        if index >= len(pending):
-            break
-        found.add(pending.pop(index))
-    return found
+    states = await ledger.read_lines([LineKey(s, GATEWAY_WINDOW, "calls") for s in pending])
+    return {
+        scope
+        for scope, state in zip(pending, states, strict=True)
+        if state is not None and state.blocked is not None
+    }
 
 
 class Ticket:
