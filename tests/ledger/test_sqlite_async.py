@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from execbudget.ledger import AsyncLedger, LineKey, LineRequest, SQLiteStorage
 
@@ -29,11 +32,19 @@ async def test_busy_file_makes_the_call_wait_in_a_thread_not_fail(tmp_path: Path
     await ledger.aclose()
 
 
-async def test_free_file_runs_inline_on_the_loop_thread(tmp_path: Path) -> None:
-    storage = SQLiteStorage(tmp_path / "l.db")
-    ledger = AsyncLedger(storage)
+async def test_free_file_runs_inline_on_the_loop_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    handed_off: list[object] = []
+    real_to_thread = asyncio.to_thread
+
+    async def counting_to_thread(fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        handed_off.append(fn)
+        return await real_to_thread(fn, *args, **kwargs)
+
+    monkeypatch.setattr(asyncio, "to_thread", counting_to_thread)
+    ledger = AsyncLedger(SQLiteStorage(tmp_path / "l.db"))
     rid = await ledger.reserve(LINE)
     await ledger.release(rid)
-    # the loop thread opened its own connection: the call did not go to a worker thread
-    assert getattr(storage._local, "conn", None) is not None
+    assert handed_off == []  # the file was free: no operation went to a worker thread
     await ledger.aclose()
