@@ -79,6 +79,15 @@ def sqlite_path(url: str) -> str:
     return path
 
 
+def _whole(options: dict[str, str], name: str) -> int:
+    try:
+        return int(options[name])
+    except ValueError:
+        raise ConfigurationError(
+            f"sqlite {name}={options[name]!r} must be a whole number"
+        ) from None
+
+
 def make_storage(url: str, *, clock: Clock | None = None, asynchronous: bool = False) -> Any:
     """Build the storage for ``url``; async backends where the driver has them."""
     scheme = scheme_of(url)
@@ -88,22 +97,19 @@ def make_storage(url: str, *, clock: Clock | None = None, asynchronous: bool = F
     if scheme == "memory":
         return _load(sync_target, extra)(urlsplit(url).netloc, clock=clock)
     if scheme == "sqlite":
-        unknown = set(options) - {"synchronous", "busy_timeout_ms"}
+        unknown = set(options) - {"synchronous", "busy_timeout_ms", "wal_autocheckpoint"}
         if unknown:
             raise ConfigurationError(
                 f"unknown sqlite URL option(s) {sorted(unknown)}; allowed: synchronous, "
-                "busy_timeout_ms"
+                "busy_timeout_ms, wal_autocheckpoint"
             )
-        try:
-            busy = int(options.get("busy_timeout_ms", "30000"))
-        except ValueError:
-            raise ConfigurationError("sqlite busy_timeout_ms must be a whole number") from None
+        tuning = {name: _whole(options, name) for name in options if name != "synchronous"}
         cls = _load(sync_target, extra)
         return cls(
             sqlite_path(url),
             synchronous=options.get("synchronous", "NORMAL"),
-            busy_timeout_ms=busy,
             clock=clock,
+            **tuning,
         )
     cls = _load(async_target if asynchronous else sync_target, extra)
     return cls.from_url(url, clock=None if clock is SYSTEM_CLOCK else clock)

