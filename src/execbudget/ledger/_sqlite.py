@@ -11,6 +11,7 @@ an OS crash or power loss; ``FULL`` loses nothing that was acknowledged.
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 import threading
@@ -85,6 +86,34 @@ _SETTLED_STATE: Final = {
     SettleMode.EXPIRE: HoldState.EXPIRED,
     SettleMode.EXPIRE_CHARGE: HoldState.EXPIRED_CHARGE,
 }
+
+
+def _pairs_json(ids: Sequence[int], amounts: Sequence[int]) -> str:
+    """``[[id,amount],...]``: ``json.dumps`` without its spaces, at a third of the cost."""
+    return "[" + ",".join([f"[{i},{a}]" for i, a in zip(ids, amounts, strict=True)]) + "]"
+
+
+@functools.cache
+def _reserve_sql(n: int, charge_now: bool) -> tuple[str, str]:
+    """The read and the write of a reserve over ``n`` lines (built once per chain length)."""
+    marks = ",".join("?" * n)
+    case = " ".join(["WHEN ? THEN ?"] * n)
+    column = "spent" if charge_now else "held"
+    return (
+        f"SELECT id, override, spent, held, blocked FROM eb_line WHERE id IN ({marks})",
+        f"UPDATE eb_line SET {column} = {column} + CASE id {case} END,"
+        f" lim = CASE id {case} END WHERE id IN ({marks})",
+    )
+
+
+@functools.cache
+def _settle_sql(n: int) -> str:
+    """The write of a settle over ``n`` lines with no overrun."""
+    case = " ".join(["WHEN ? THEN ?"] * n)
+    return (
+        f"UPDATE eb_line SET held = held - CASE id {case} END,"
+        f" spent = spent + CASE id {case} END WHERE id IN ({','.join('?' * n)})"
+    )
 
 
 class SQLiteStorage:
@@ -281,7 +310,8 @@ class SQLiteStorage:
         charge_now: bool,
     ) -> tuple[ReserveOutcome, dict[LineKey, int]]:
         ids, fresh = self._line_ids(conn, lines)
-        pairs = json.dumps([[i, req.amount] for req, i in zip(lines, ids, strict=True)])
+        amounts = [req.amount for req in lines]
+        pairs = _pairs_json(ids, amounts)
         expires = now + ttl_ms
         # Claim the rid first: a retried reserve finds it taken and changes nothing.
         claimed = conn.execute(
@@ -305,14 +335,8 @@ class SQLiteStorage:
             conn.execute("ROLLBACK")
             status = ReserveStatus.DUP if state == HoldState.HELD else ReserveStatus.SETTLED
             return ReserveOutcome(status, old_expiry), {}
-        marks = ",".join("?" * len(ids))
-        books = {
-            r[0]: r[1:]
-            for r in conn.execute(
-                f"SELECT id, override, spent, held, blocked FROM eb_line WHERE id IN ({marks})",
-                ids,
-            )
-        }
+        select_sql, update_sql = _reserve_sql(len(ids), charge_now)
+        books = {r[0]: r[1:] for r in conn.execute(select_sql, ids)}
         # Check every line; write nothing unless all of them grant.
         for i, (req, line_id) in enumerate(zip(lines, ids, strict=True)):
             override, spent, held, blocked = books[line_id]
@@ -321,18 +345,12 @@ class SQLiteStorage:
                 conn.execute("ROLLBACK")
                 denial = Denial(i, req.key, limit, spent, held, req.amount, blocked or "limit")
                 return ReserveOutcome(ReserveStatus.DENIED, None, denial), {}
-        column = "spent" if charge_now else "held"
-        add_case = " ".join("WHEN ? THEN ?" for _ in ids)
         params: list[Any] = []
-        for req, line_id in zip(lines, ids, strict=True):
-            params += (line_id, req.amount)
+        for line_id, amount in zip(ids, amounts, strict=True):
+            params += (line_id, amount)
         for req, line_id in zip(lines, ids, strict=True):
             params += (line_id, req.limit)
-        conn.execute(
-            f"UPDATE eb_line SET {column} = {column} + CASE id {add_case} END,"
-            f" lim = CASE id {add_case} END WHERE id IN ({marks})",
-            (*params, *ids),
-        )
+        conn.execute(update_sql, (*params, *ids))
         conn.execute(
             "INSERT INTO eb_event (ts_ms, kind, rid, lines) VALUES (?, 'reserve', ?, ?)",
             (now, rid, pairs),
@@ -368,7 +386,8 @@ class SQLiteStorage:
         held_pairs: list[list[int]] = json.loads(lines_json)
         held = {self._key(conn, i): a for i, a in held_pairs}
         charged = charges_for(mode, held, actual)
-        charges = [(i, a, charged[self._keys[i]]) for i, a in held_pairs]
+        keys = self._keys
+        charges = [(i, a, charged[keys[i]]) for i, a in held_pairs]
         if any(c > a for _, a, c in charges):
             conn.executemany(
                 "UPDATE eb_line SET held = held - ?, spent = spent + ?, overrun = overrun + ?,"
@@ -378,20 +397,14 @@ class SQLiteStorage:
             )
             status = SettleStatus.OVERRUN
         else:
-            case = " ".join("WHEN ? THEN ?" for _ in charges)
             params: list[int] = []
             for i, a, _ in charges:
                 params += (i, a)
             for i, _, c in charges:
                 params += (i, c)
-            marks = ",".join("?" * len(charges))
-            conn.execute(
-                f"UPDATE eb_line SET held = held - CASE id {case} END,"
-                f" spent = spent + CASE id {case} END WHERE id IN ({marks})",
-                (*params, *(i for i, _, _ in charges)),
-            )
+            conn.execute(_settle_sql(len(charges)), (*params, *(i for i, _, _ in charges)))
             status = SettleStatus.OK
-        charged_pairs = json.dumps([[i, c] for i, _, c in charges])
+        charged_pairs = _pairs_json([i for i, _, _ in charges], [c for _, _, c in charges])
         conn.execute(
             "UPDATE eb_hold SET state = ?, charged = ?, settled_ms = ? WHERE rid = ?",
             (_SETTLED_STATE[mode].value, charged_pairs, now, rid),
