@@ -63,11 +63,11 @@ def emit(name: str, **figures: Any) -> dict[str, Any]:
 
 def pair_worker(
     url: str, worker: int, seconds: float, start_at: float, prefix: str, warmup: int
-) -> tuple[int, list[float]]:
+) -> tuple[int, list[float], float]:
     """
     One process of a pairs race: ``warmup`` untimed pairs (connect, load scripts, prepare
     statements), wait for the common start, then reserve+commit on its chain for
-    ``seconds``; returns (pairs, reserve latencies).
+    ``seconds``; returns (pairs, reserve latencies, seconds it arrived after the start).
     """
     from execbudget.ledger import Ledger
 
@@ -75,19 +75,23 @@ def pair_worker(
     chain = hot_chain(worker, prefix=prefix)
     for _ in range(warmup):
         ledger.commit(ledger.reserve(chain), {"cost": 5})
+    late_s = max(0.0, time.time() - start_at)
     while time.time() < start_at:
         time.sleep(0.001)
+    # Every worker stops at the same wall-clock instant: a worker that started late (slow
+    # spawn on a loaded machine) then runs a shorter window, instead of running part of
+    # its window alone and inflating the sum.
+    end_at = start_at + seconds
     latencies: list[float] = []
     pairs = 0
-    deadline = time.perf_counter() + seconds
-    while time.perf_counter() < deadline:
+    while time.time() < end_at:
         t0 = time.perf_counter()
         rid = ledger.reserve(chain)
         latencies.append(time.perf_counter() - t0)
         ledger.commit(rid, {"cost": 5})
         pairs += 1
     ledger.close()
-    return pairs, latencies
+    return pairs, latencies, late_s
 
 
 def race_pairs(
@@ -118,4 +122,6 @@ def race_pairs(
         "reserve_p50_ms": round(percentile(lat, 0.50) * 1000, 3),
         "reserve_p99_ms": round(percentile(lat, 0.99) * 1000, 3),
         "pairs": pairs,
+        # > 0: a worker was still starting when the clock ran; raise start_delay
+        "late_start_s": round(max(r[2] for r in results), 3),
     }
