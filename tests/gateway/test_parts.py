@@ -60,6 +60,52 @@ async def test_gated_storage_bounds_operations_in_flight() -> None:
     assert inner.peak == 3
 
 
+class _Spy:
+    """An async storage that records which read operations the ledger used."""
+
+    scheme = "memory"
+    base_exceptions: tuple[type[BaseException], ...] = ()
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.used: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "read_lines" and not hasattr(self._inner, "read_lines"):
+            raise AttributeError(name)
+        self.used.append(name)
+        return getattr(self._inner, name)
+
+
+async def test_gated_storage_passes_on_the_exact_read_of_named_lines() -> None:
+    # Without it the ledger lists each scope's lines instead: a key scan on Redis.
+    spy = _Spy(ThreadedStorage(MemoryStorage()))
+    ledger = AsyncLedger(GatedStorage(spy, 4), url="memory://")
+    key = LineKey("org:a", "total", "cost")
+    await ledger.try_reserve([LineRequest(key, 100, 7)], ttl_s=60)
+    spy.used.clear()
+
+    (state,) = await ledger.read_lines([key])
+
+    assert state is not None and state.held == 7
+    assert spy.used == ["read_lines"]
+
+
+async def test_gated_storage_without_read_lines_falls_back_to_listing() -> None:
+    class _NoExactRead:
+        scheme = "memory"
+        base_exceptions: tuple[type[BaseException], ...] = ()
+
+        async def lines(self, scope_prefix: str = "") -> list[Any]:
+            return []
+
+    gated = GatedStorage(_NoExactRead(), 4)
+    assert gated.read_lines is None
+    ledger = AsyncLedger(gated, url="memory://")
+
+    assert await ledger.read_lines([LineKey("org:a", "total", "cost")]) == [None]
+
+
 class _Flaky:
     """An async storage whose first ``fail`` settlements fail like an unreachable server."""
 

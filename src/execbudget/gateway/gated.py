@@ -6,12 +6,16 @@ refuses past its ``max_connections`` (100) with ``MaxConnectionsError``, which t
 reports as ``LedgerUnavailable``, and a refused *settlement* strands its hold until the
 TTL. Each request makes a handful of ledger operations (hold, room reads, settle), so the
 gateway bounds them below the pool's size (``GatewayConfig.ledger_concurrency``).
+
+The wrapper passes on ``read_lines`` (the exact read of named lines) when the inner store
+has it: without it ``AsyncLedger.read_lines`` falls back to listing each scope's lines,
+which on Redis is a ``SCAN`` of the whole keyspace on every request.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from ..ledger import (
@@ -28,6 +32,8 @@ from ..ledger import (
 
 __all__ = ["GatedStorage"]
 
+_ReadLines = Callable[[Sequence[LineKey]], Awaitable[list[LineState | None]]]
+
 
 class GatedStorage:
     """An ``AsyncStorage`` around another, at most ``limit`` operations in flight."""
@@ -37,6 +43,11 @@ class GatedStorage:
         self._slots = asyncio.Semaphore(limit)
         self.scheme: str = inner.scheme
         self.base_exceptions: tuple[type[BaseException], ...] = inner.base_exceptions
+        # Looked up with getattr by the ledger: present only if the inner store has it
+        # (every backend does; a ThreadedStorage only if its sync store does).
+        self.read_lines: _ReadLines | None = (
+            self._read_lines if getattr(inner, "read_lines", None) is not None else None
+        )
 
     @property
     def inner(self) -> Any:
@@ -75,6 +86,10 @@ class GatedStorage:
     async def lines(self, scope_prefix: str = "") -> list[LineState]:
         async with self._slots:
             return list(await self._inner.lines(scope_prefix))
+
+    async def _read_lines(self, keys: Sequence[LineKey]) -> list[LineState | None]:
+        async with self._slots:
+            return list(await self._inner.read_lines(keys))
 
     async def holds(self, scope_prefix: str = "") -> list[HoldRecord]:
         async with self._slots:
