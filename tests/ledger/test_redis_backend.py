@@ -12,7 +12,15 @@ import redis
 from redis.crc import key_slot
 
 from execbudget.errors import ConfigurationError
-from execbudget.ledger import Ledger, LineKey, LineRequest, ReserveStatus, reconcile
+from execbudget.ledger import (
+    Ledger,
+    LineKey,
+    LineRequest,
+    ReserveStatus,
+    SettleStatus,
+    _redis_sync,
+    reconcile,
+)
 from execbudget.ledger._redis_common import Keys, parse_url
 from execbudget.ledger.redis import RedisStorage
 
@@ -44,6 +52,33 @@ def test_amounts_up_to_2_62_stay_exact(prefix: str) -> None:
         (line,) = ledger.lines("org:big")
         assert (line.spent, line.held, line.limit) == (BIG - 7, 3, BIG)
         assert reconcile(ledger.lines(), ledger.events()) == []
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("limit", [2**53 - 1, 2**53, 2**53 + 1, 10**15])
+def test_checks_are_exact_on_both_sides_of_2_53(prefix: str, limit: int) -> None:
+    """Below 2^53 the Lua compares in doubles, from 2^53 up in limbs: both exact."""
+    key = LineKey("org:edge", "total", "cost")
+    with Ledger.from_url(url_with(REDIS_URL, prefix=prefix)) as ledger:
+        ledger.reserve([LineRequest(key, limit, limit - 2)])
+        ledger.reserve([LineRequest(key, limit, 1)])
+        ledger.reserve([LineRequest(key, limit, 1)])  # held == limit: still within it
+        _, outcome = ledger.try_reserve([LineRequest(key, limit, 1)])
+        assert outcome.status is ReserveStatus.DENIED
+        assert (outcome.denial.held, outcome.denial.limit) == (limit, limit)
+        rid = ledger.reserve([LineRequest(key, limit, 0)])
+        assert ledger.commit(rid, {"cost": 1}).status is SettleStatus.OVERRUN
+
+
+@pytest.mark.redis
+def test_works_without_hiredis(prefix: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without hiredis, commands are packed by redis-py's connection instead."""
+    monkeypatch.setattr(_redis_sync, "PACK", None)
+    key = LineKey("org:é/x", "total", "cost")
+    with Ledger.from_url(url_with(REDIS_URL, prefix=prefix)) as ledger:
+        rid = ledger.reserve([LineRequest(key, 100, 7)])
+        assert ledger.commit(rid, {"cost": 5}).charged == {key: 5}
+        assert [(s.key, s.spent, s.held) for s in ledger.lines()] == [(key, 5, 0)]
 
 
 @pytest.mark.redis

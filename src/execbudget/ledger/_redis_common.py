@@ -9,10 +9,10 @@ script can produce one from the other.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, Final
+from typing import Any, Final, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ..errors import ConfigurationError
@@ -66,6 +66,21 @@ LIBRARY_SOURCE: Final = LIBRARY_TEMPLATE.replace("@V@", LIBRARY_VERSION)
 def function(op: str) -> str:
     """The FCALL name of one operation of this library version."""
     return f"eb{LIBRARY_VERSION}_{op}"
+
+
+RESERVE: Final = function("reserve")
+SETTLE: Final = function("settle")
+
+#: A command as one RESP bytes object, or None without hiredis (the caller then packs
+#: with redis-py's connection). hiredis packs str and int in C, so the hot calls skip
+#: redis-py's per-argument encoder.
+PACK: Callable[[tuple[str | int, ...]], bytes] | None
+try:
+    from hiredis import pack_command
+except ImportError:  # pragma: no cover - hiredis comes with the redis extra
+    PACK = None
+else:
+    PACK = cast(Callable[[tuple[str | int, ...]], bytes], pack_command)
 
 
 # -- URL --------------------------------------------------------------------------------
@@ -148,6 +163,10 @@ def glob_escape(text: str) -> str:
     return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
 
+#: Line names each Keys object remembers (each way) before it starts over.
+_CACHED_NAMES: Final = 4096
+
+
 class Keys:
     """
     Key names of one ledger. Every key carries the hash tag ``{prefix}``, so a whole
@@ -160,13 +179,22 @@ class Keys:
         self.expiry = self.base + "ex"
         self.events = self.base + "ev"
         self.seq = self.base + "seq"
+        # Key names of the lines in use and their parses: a chain's four names are built
+        # and parsed on every reserve and settle otherwise. Bounded by clearing.
+        self._names: dict[LineKey, str] = {}
+        self._keys: dict[str, LineKey] = {}
 
     @staticmethod
     def line_name(key: LineKey) -> str:
         return f"l:{escape(key.scope)}/{escape(key.window)}/{escape(key.dimension)}"
 
     def line(self, key: LineKey) -> str:
-        return self.base + self.line_name(key)
+        name = self._names.get(key)
+        if name is None:
+            if len(self._names) >= _CACHED_NAMES:
+                self._names.clear()
+            name = self._names[key] = self.base + self.line_name(key)
+        return name
 
     def hold(self, rid: str) -> str:
         return self.base + "h:" + rid
@@ -182,10 +210,15 @@ class Keys:
 
     def parse_line(self, name: str) -> LineKey:
         """``l:<scope>/<window>/<dim>`` (or the full key name) → LineKey."""
-        if name.startswith(self.base):
-            name = name[len(self.base) :]
-        scope, window, dimension = name[2:].split("/")
-        return LineKey(unescape(scope), unescape(window), unescape(dimension))
+        key = self._keys.get(name)
+        if key is None:
+            if len(self._keys) >= _CACHED_NAMES:
+                self._keys.clear()
+            short = name[len(self.base) :] if name.startswith(self.base) else name
+            scope, window, dimension = short[2:].split("/")
+            key = LineKey(unescape(scope), unescape(window), unescape(dimension))
+            self._keys[name] = key
+        return key
 
 
 # -- arguments --------------------------------------------------------------------------
@@ -203,25 +236,37 @@ def reserve_call(
     on_expiry: OnExpiry,
     charge_now: bool,
     window_grace_s: int,
-) -> list[str]:
-    """numkeys, KEYS and ARGV of ``reserve``, validated so the script never sees junk."""
-    if not lines:
+) -> tuple[str | int, ...]:
+    """
+    ``FCALL reserve`` with numkeys, KEYS and ARGV, validated so the script never sees
+    junk. Numbers stay ints: the packer writes them as decimal strings.
+    """
+    n = len(lines)
+    if not n:
         raise ConfigurationError("a reserve needs at least one line")
     if ttl_ms < 1:
         raise ConfigurationError(f"hold ttl must be at least 1 ms, got {ttl_ms}")
-    args = [
+    line = keys.line
+    names = [line(req[0]) for req in lines]
+    numbers: list[int] = []
+    for _, limit, amount, window_end_ms in lines:
+        numbers += (limit, amount, window_end_ms or 0)
+    return (
+        "FCALL",
+        RESERVE,
+        n + 1,
+        keys.base + "h:" + rid,
+        *names,
         keys.plen,
         rid,
-        str(ttl_ms),
-        now_arg(now_ms),
+        ttl_ms,
+        "" if now_ms is None else now_ms,
         OnExpiry(on_expiry).value,
-        "1" if charge_now else "0",
-        str(window_grace_s * 1000),
-        str(len(lines)),
-    ]
-    for req in lines:
-        args += [str(req.limit), str(req.amount), str(req.window_end_ms or 0)]
-    return [str(len(lines) + 1), keys.hold(rid), *(keys.line(r.key) for r in lines), *args]
+        1 if charge_now else 0,
+        window_grace_s * 1000,
+        n,
+        *numbers,
+    )
 
 
 def settle_call(
@@ -230,13 +275,23 @@ def settle_call(
     mode: SettleMode,
     actual: Mapping[str, int] | None,
     now_ms: int | None,
-) -> list[str]:
-    args = ["1", keys.hold(rid), keys.plen, rid, SettleMode(mode).value, now_arg(now_ms)]
-    args.append(str(TOMBSTONE_RETENTION_MS))
-    if mode is SettleMode.COMMIT:
-        for dim, value in (actual or {}).items():
-            args += [escape(dim), str(value)]
-    return args
+) -> tuple[str | int, ...]:
+    """``FCALL settle`` with numkeys, KEYS and ARGV."""
+    call: tuple[str | int, ...] = (
+        "FCALL",
+        SETTLE,
+        1,
+        keys.base + "h:" + rid,
+        keys.plen,
+        rid,
+        SettleMode(mode).value,
+        "" if now_ms is None else now_ms,
+        TOMBSTONE_RETENTION_MS,
+    )
+    if mode is SettleMode.COMMIT and actual:
+        for dim, value in actual.items():
+            call += (escape(dim), value)
+    return call
 
 
 # -- replies ----------------------------------------------------------------------------
@@ -265,11 +320,9 @@ _SETTLE_STATUS: Final = {
 
 
 def settle_outcome(keys: Keys, reply: Sequence[Any]) -> SettleOutcome:
-    return SettleOutcome(_SETTLE_STATUS[int(reply[0])], _pairs(keys, reply[1:]))
-
-
-def _pairs(keys: Keys, flat: Sequence[Any]) -> dict[LineKey, int]:
-    return {keys.parse_line(str(flat[i])): int(flat[i + 1]) for i in range(0, len(flat), 2)}
+    parse = keys.parse_line
+    charged = {parse(reply[i]): int(reply[i + 1]) for i in range(1, len(reply), 2)}
+    return SettleOutcome(_SETTLE_STATUS[reply[0]], charged)
 
 
 def hold_record(keys: Keys, rid: str, fields: Mapping[str, str]) -> HoldRecord | None:

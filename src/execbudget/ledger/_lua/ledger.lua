@@ -14,9 +14,14 @@ KEYS[1].
   P ev                         STREAM id <seq>-0             event log
   P seq                        STRING                        last event seq
 
-Amounts are decimal strings of at most 19 digits; HINCRBY keeps them exact in Redis and
-the comparisons below use two base-1e9 limbs, so nothing goes through a Lua double that
-could round (doubles are exact only to 2^53, amounts go to 2^62).
+Amounts are decimal strings of at most 19 digits; HINCRBY keeps them exact in Redis.
+Comparisons and sums go through Lua doubles only where that is exact (see `exceeds`),
+and otherwise through two base-1e9 limbs, so nothing is rounded (doubles are exact only
+to 2^53, amounts go to 2^62).
+
+Each function runs once per ledger operation, so the hot two (reserve, settle) keep the
+number of redis.call()s, tables and new strings down: that, not the commands themselves,
+is most of their time on the server.
 
 `@V@` is replaced by a hash of this file when loaded, so two execbudget versions can
 share a server without replacing each other's functions.
@@ -31,8 +36,10 @@ local function bad(what)
   return redis.error_reply('ERR ledger: bad arguments: ' .. what)
 end
 
+-- A canonical decimal (no sign, no leading zero), as HINCRBY takes it: a number that
+-- passes here never makes a write fail halfway.
 local function is_uint(s)
-  return type(s) == 'string' and #s > 0 and #s <= MAX_LEN and string.find(s, '^%d+$') ~= nil
+  return type(s) == 'string' and #s <= MAX_LEN and (s == '0' or string.find(s, '^[1-9]%d*$') ~= nil)
 end
 
 local function big(s)
@@ -62,6 +69,33 @@ local function str(a)
   return string.format('%d%09d', a[1], a[2])
 end
 
+-- Integers below 2^53 are exact doubles. A comparison against a bound below 2^53 is exact
+-- in doubles even when the other side rounds: rounding is monotonic, so a true value above
+-- the bound (at least bound + 1 <= 2^53) never rounds down to the bound, and a true value
+-- at or below it is exact. Bounds from 2^53 up take the limb path.
+local EXACT = 9007199254740992  -- 2^53
+
+-- a + b + c > bound (decimal strings).
+local function exceeds(a, b, c, bound)
+  local limit = tonumber(bound)
+  if limit < EXACT then return tonumber(a) + tonumber(b) + tonumber(c) > limit end
+  return gt(add(add(big(a), big(b)), big(c)), big(bound))
+end
+
+-- a > b (decimal strings).
+local function above(a, b)
+  local limit = tonumber(b)
+  if limit < EXACT then return tonumber(a) > limit end
+  return gt(big(a), big(b))
+end
+
+-- a + b as a decimal string, exact.
+local function plus(a, b)
+  local sum = tonumber(a) + tonumber(b)
+  if sum < EXACT then return string.format('%d', sum) end
+  return str(add(big(a), big(b)))
+end
+
 -- The int64 ceiling HINCRBY can reach; a write that would pass it is refused up front.
 local INT64_MAX = {9223372036, 854775807}  -- 2^63 - 1 in limbs (no calls at load time)
 
@@ -71,11 +105,13 @@ local function now_ms(arg)
   return string.format('%d', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
 end
 
-local function log_event(P, kind, rid, now, fields)
-  local seq = redis.call('INCR', P .. 'seq')
-  local args = {'XADD', P .. 'ev', string.format('%d-0', seq), '_k', kind, '_r', rid, '_t', now}
-  for i = 1, #fields do args[#args + 1] = fields[i] end
-  redis.call(unpack(args))
+-- XADD P.ev <seq>-0 _k kind _r rid _t now <line amount>...: `entry` is that command with
+-- slots 3 (id), 5 (kind) and 9 (now) to fill, the header being built once per call.
+local function log_event(P, entry, kind, now)
+  entry[3] = string.format('%d-0', redis.call('INCR', P .. 'seq'))
+  entry[5] = kind
+  entry[9] = now
+  redis.call(unpack(entry))
 end
 
 -- KEYS: hold, line_1..line_n
@@ -91,106 +127,113 @@ local function reserve(keys, args)
   if now_arg ~= '' and not is_uint(now_arg) then return bad('now') end
   if on_expiry ~= 'release' and on_expiry ~= 'charge' then return bad('on_expiry') end
   if charge_now ~= '0' and charge_now ~= '1' then return bad('charge_now') end
-  for i = 1, n do
-    local b = 8 + 3 * (i - 1)
-    if not is_uint(args[b + 1]) or not is_uint(args[b + 2]) or not is_uint(args[b + 3]) then
-      return bad('line ' .. i)
-    end
+  for b = 9, 8 + 3 * n do
+    if not is_uint(args[b]) then return bad('line ' .. math.floor((b - 6) / 3)) end
   end
-  local P = string.sub(keys[1], 1, plen)
+  local call = redis.call
   local hold = keys[1]
-  local prior = redis.call('HMGET', hold, 'st', 'ex')
-  if prior[1] then
+  if call('EXISTS', hold) == 1 then  -- a retry of a known rid changes nothing
+    local prior = call('HMGET', hold, 'st', 'ex')
     if prior[1] == 'held' then return {2, prior[2]} end
-    return {3, prior[2]}
+    if prior[1] then return {3, prior[2]} end
   end
   -- Phase 1: check every line; nothing is written unless all of them grant.
-  local fresh, stored = {}, {}
+  local rows = {}
   for i = 1, n do
-    local b = 8 + 3 * (i - 1)
-    local row = redis.call('HMGET', keys[i + 1], 'lim', 'ov', 'sp', 'hd', 'bl')
-    fresh[i] = not (row[1] or row[2] or row[3] or row[4] or row[5])
-    stored[i] = row[1]
-    local limit = row[2] or args[b + 1]
-    local spent, held = row[3] or '0', row[4] or '0'
+    local b = 6 + 3 * i
+    local row = call('HMGET', keys[i + 1], 'lim', 'ov', 'sp', 'hd', 'bl')
+    local limit, spent, held = row[2] or args[b], row[3] or '0', row[4] or '0'
     if row[5] then return {0, i - 1, limit, spent, held, row[5]} end
-    if gt(add(add(big(spent), big(held)), big(args[b + 2])), big(limit)) then
+    if exceeds(spent, held, args[b + 1], limit) then
       return {0, i - 1, limit, spent, held, 'limit'}
     end
+    rows[i] = row
   end
   -- Phase 2: write every line, then the hold, the index and the log.
+  local P = string.sub(hold, 1, plen)
   local now = now_ms(now_arg)
-  local expires = str(add(big(now), big(ttl)))
-  local column = (charge_now == '1') and 'sp' or 'hd'
-  local hold_fields = {'HSET', hold, 'st', (charge_now == '1') and 'committed' or 'held',
-                       'cr', now, 'ex', expires, 'oe', on_expiry}
-  local event = {}
+  local expires = plus(now, ttl)
+  local charged = charge_now == '1'
+  local column = charged and 'sp' or 'hd'
+  local fields = {'HSET', hold, 'st', charged and 'committed' or 'held',
+                  'cr', now, 'ex', expires, 'oe', on_expiry}
+  local entry = {'XADD', P .. 'ev', '', '_k', '', '_r', rid, '_t', ''}
+  local f, e = 10, 9
   for i = 1, n do
-    local b = 8 + 3 * (i - 1)
-    local key, amount = keys[i + 1], args[b + 2]
+    local b = 6 + 3 * i
+    local key, amount, row = keys[i + 1], args[b + 1], rows[i]
     local line = string.sub(key, plen + 1)
-    if stored[i] ~= args[b + 1] then redis.call('HSET', key, 'lim', args[b + 1]) end
-    redis.call('HINCRBY', key, column, amount)
-    if fresh[i] and grace ~= '0' and args[b + 3] ~= '0' then
-      redis.call('PEXPIREAT', key, str(add(big(args[b + 3]), big(grace))))
+    if row[1] ~= args[b] then call('HSET', key, 'lim', args[b]) end
+    call('HINCRBY', key, column, amount)
+    if grace ~= '0' and args[b + 2] ~= '0'
+        and not (row[1] or row[2] or row[3] or row[4] or row[5]) then
+      call('PEXPIREAT', key, plus(args[b + 2], grace))  -- a line this call created
     end
-    hold_fields[#hold_fields + 1] = 'a:' .. line
-    hold_fields[#hold_fields + 1] = amount
-    event[#event + 1] = line
-    event[#event + 1] = amount
-    if charge_now == '1' then
-      hold_fields[#hold_fields + 1] = 'c:' .. line
-      hold_fields[#hold_fields + 1] = amount
+    fields[f + 1] = 'a:' .. line
+    fields[f + 2] = amount
+    f = f + 2
+    if charged then
+      fields[f + 1] = 'c:' .. line
+      fields[f + 2] = amount
+      f = f + 2
     end
+    entry[e + 1] = line
+    entry[e + 2] = amount
+    e = e + 2
   end
-  if charge_now == '1' then
-    hold_fields[#hold_fields + 1] = 'se'
-    hold_fields[#hold_fields + 1] = now
+  if charged then
+    fields[f + 1] = 'se'
+    fields[f + 2] = now
   end
-  redis.call(unpack(hold_fields))
-  log_event(P, 'reserve', rid, now, event)
-  if charge_now == '1' then
-    log_event(P, 'commit', rid, now, event)
+  call(unpack(fields))
+  log_event(P, entry, 'reserve', now)
+  if charged then
+    log_event(P, entry, 'commit', now)
   else
-    redis.call('ZADD', P .. 'ex', expires, rid)
+    call('ZADD', P .. 'ex', expires, rid)
   end
   return {1, expires}
 end
 
 -- Settle one hold already read into `h` (a flat HGETALL reply). Shared by settle and reap.
 local function settle_hold(P, hold, rid, h, mode, actual, now, tomb_ms)
+  local call = redis.call
   local lines, amounts, charged = {}, {}, {}
   local state
   for i = 1, #h, 2 do
     local f = h[i]
-    if f == 'st' then state = h[i + 1]
-    elseif string.sub(f, 1, 2) == 'a:' then
-      lines[#lines + 1] = string.sub(f, 3)
-      amounts[#amounts + 1] = h[i + 1]
-    elseif string.sub(f, 1, 2) == 'c:' then
-      charged[#charged + 1] = string.sub(f, 3)
-      charged[#charged + 1] = h[i + 1]
+    local c1, c2 = string.byte(f, 1, 2)
+    if c2 == 58 then  -- 'a:' or 'c:'
+      if c1 == 97 then
+        lines[#lines + 1] = string.sub(f, 3)
+        amounts[#amounts + 1] = h[i + 1]
+      elseif c1 == 99 then
+        charged[#charged + 1] = string.sub(f, 3)
+        charged[#charged + 1] = h[i + 1]
+      end
+    elseif f == 'st' then
+      state = h[i + 1]
     end
   end
   if state ~= 'held' then
     local out = {3}
-    for i = 1, #charged do out[#out + 1] = charged[i] end
+    for i = 1, #charged do out[i + 1] = charged[i] end
     return out
   end
   -- Work out every charge and check every line before writing any.
+  local n = #lines
   local charges, over = {}, {}
-  for i = 1, #lines do
+  for i = 1, n do
     local charge = '0'
     if mode == 'commit' then
-      local dim = string.match(lines[i], '/([^/]*)$')
-      charge = actual[dim] or amounts[i]
+      charge = actual and actual[string.match(lines[i], '/([^/]*)$')] or amounts[i]
     elseif mode == 'expire_charge' then
       charge = amounts[i]
     end
     charges[i] = charge
-    if gt(big(charge), big(amounts[i])) then
+    if charge ~= amounts[i] and above(charge, amounts[i]) then
       -- Only an overrun can push spent past what a reserve checked, so only then read it.
-      local spent = redis.call('HGET', P .. lines[i], 'sp') or '0'
+      local spent = call('HGET', P .. lines[i], 'sp') or '0'
       if gt(add(big(spent), big(charge)), INT64_MAX) then
         return redis.error_reply('ERR ledger: spent would pass 2^63 on ' .. lines[i])
       end
@@ -199,27 +242,30 @@ local function settle_hold(P, hold, rid, h, mode, actual, now, tomb_ms)
   end
   local status = 1
   local fields = {'HSET', hold, 'st', STATE[mode], 'se', now}
-  local event, reply = {}, {}
-  for i = 1, #lines do
-    local key = P .. lines[i]
-    redis.call('HINCRBY', key, 'hd', '-' .. amounts[i])
-    if charges[i] ~= '0' then redis.call('HINCRBY', key, 'sp', charges[i]) end
+  local entry = {'XADD', P .. 'ev', '', '_k', '', '_r', rid, '_t', ''}
+  local reply = {1}
+  for i = 1, n do
+    local key, line, charge = P .. lines[i], lines[i], charges[i]
+    -- (Redis refuses '-0' as an integer: a zero hold has nothing to free.)
+    if amounts[i] ~= '0' then call('HINCRBY', key, 'hd', '-' .. amounts[i]) end
+    if charge ~= '0' then call('HINCRBY', key, 'sp', charge) end
     if over[i] then
       status = 2
-      redis.call('HINCRBY', key, 'or', over[i])
-      redis.call('HSETNX', key, 'bl', 'overrun')
+      call('HINCRBY', key, 'or', over[i])
+      call('HSETNX', key, 'bl', 'overrun')
     end
-    fields[#fields + 1] = 'c:' .. lines[i]
-    fields[#fields + 1] = charges[i]
-    event[#event + 1] = lines[i]
-    event[#event + 1] = charges[i]
+    fields[5 + 2 * i] = 'c:' .. line
+    fields[6 + 2 * i] = charge
+    entry[8 + 2 * i] = line
+    entry[9 + 2 * i] = charge
+    reply[2 * i] = line
+    reply[2 * i + 1] = charge
   end
-  redis.call(unpack(fields))
-  redis.call('PEXPIRE', hold, tomb_ms)  -- a memory safety net; purge is the real cleanup
-  redis.call('ZREM', P .. 'ex', rid)
-  log_event(P, mode, rid, now, event)
+  call(unpack(fields))
+  call('PEXPIRE', hold, tomb_ms)  -- a memory safety net; purge is the real cleanup
+  call('ZREM', P .. 'ex', rid)
+  log_event(P, entry, mode, now)
   reply[1] = status
-  for i = 1, #event do reply[#reply + 1] = event[i] end
   return reply
 end
 
@@ -231,10 +277,13 @@ local function settle(keys, args)
   end
   if now_arg ~= '' and not is_uint(now_arg) then return bad('now') end
   if not is_uint(tomb) or tonumber(tomb) < 1 then return bad('tombstone ttl') end
-  local actual = {}
-  for i = 6, #args, 2 do
-    if not is_uint(args[i + 1]) then return bad('actual ' .. args[i]) end
-    actual[args[i]] = args[i + 1]
+  local actual
+  if #args > 5 then
+    actual = {}
+    for i = 6, #args, 2 do
+      if not is_uint(args[i + 1]) then return bad('actual ' .. args[i]) end
+      actual[args[i]] = args[i + 1]
+    end
   end
   local h = redis.call('HGETALL', keys[1])
   if #h == 0 then return {0} end
@@ -248,7 +297,7 @@ local function extend(keys, args)
   if #keys ~= 2 or not is_uint(ttl) then return bad('ttl') end
   if now_arg ~= '' and not is_uint(now_arg) then return bad('now') end
   if redis.call('HGET', keys[1], 'st') ~= 'held' then return 0 end
-  local expires = str(add(big(now_ms(now_arg)), big(ttl)))
+  local expires = plus(now_ms(now_arg), ttl)
   redis.call('HSET', keys[1], 'ex', expires)
   redis.call('ZADD', keys[2], expires, rid)
   return 1
@@ -276,7 +325,7 @@ local function reap(keys, args)
       for i = 1, #h, 2 do
         if h[i] == 'oe' and h[i + 1] == 'charge' then mode = 'expire_charge' end
       end
-      local out = settle_hold(P, hold, rid, h, mode, {}, now, tomb)
+      local out = settle_hold(P, hold, rid, h, mode, nil, now, tomb)
       if out[1] == 1 or out[1] == 2 then done = done + 1 end
     end
   end
