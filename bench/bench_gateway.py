@@ -213,7 +213,7 @@ def serve_posthoc(args: argparse.Namespace) -> int:
     Check-then-charge-after, as most gateways do: refuse when the recorded spend has
     reached the limit, otherwise forward, and add the reported cost once the answer is in.
     """
-    import httpx
+    import httpx2
     import redis.asyncio as aioredis
     import uvicorn
     from starlette.applications import Starlette
@@ -222,7 +222,8 @@ def serve_posthoc(args: argparse.Namespace) -> int:
     from starlette.routing import Route
 
     book = PriceBook()
-    client = httpx.AsyncClient(limits=httpx.Limits(max_connections=512), timeout=60)
+    # the gateway's HTTP client, so the comparison is of the accounting, not the client
+    client = httpx2.AsyncClient(limits=httpx2.Limits(max_connections=512), timeout=60)
     store = aioredis.Redis.from_url(args.redis)
     spent_key = args.prefix + "spent"
 

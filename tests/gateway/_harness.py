@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import httpx2
 import uvicorn
 import yaml
 
@@ -99,7 +100,7 @@ def config(
 class GatewayServer:
     """The gateway app on uvicorn, on a loopback port, in a daemon thread of this process."""
 
-    def __init__(self, cfg: GatewayConfig, transport: httpx.AsyncBaseTransport | None = None):
+    def __init__(self, cfg: GatewayConfig, transport: httpx2.AsyncBaseTransport | None = None):
         self.app = create_app(cfg, transport=transport)
         self.gateway = self.app.state.gateway
         self._sock = bind_loopback()

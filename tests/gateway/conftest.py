@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import httpx
+import httpx2
 import pytest
 
 from execbudget.gateway import create_app
@@ -24,7 +25,7 @@ def gateway_factory(fake_provider: FakeProvider) -> Iterator[GatewayFactory]:
     def make(
         policy: Any,
         *,
-        transport: httpx.AsyncBaseTransport | None = None,
+        transport: httpx2.AsyncBaseTransport | None = None,
         **changes: Any,
     ) -> GatewayServer:
         server = GatewayServer(config(fake_provider, policy, **changes), transport).start()
@@ -70,7 +71,7 @@ async def asgi_factory(fake_provider: FakeProvider) -> AsyncIterator[AsgiFactory
     made: list[AsgiGateway] = []
 
     def make(
-        policy: Any, *, transport: httpx.AsyncBaseTransport | None = None, **changes: Any
+        policy: Any, *, transport: httpx2.AsyncBaseTransport | None = None, **changes: Any
     ) -> AsgiGateway:
         gateway = AsgiGateway(
             create_app(config(fake_provider, policy, **changes), transport=transport)

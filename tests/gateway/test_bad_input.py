@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import httpx2
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
@@ -155,16 +156,16 @@ async def test_upstream_unreachable_and_garbled(asgi_factory: AsgiFactory) -> No
     org = line(down.gateway.sync_ledger, "org:acme", "cost")
     assert org is not None and org.spent == 0  # never sent: released
 
-    def garbage(request: httpx.Request) -> httpx.Response:
+    def garbage(request: httpx2.Request) -> httpx2.Response:
         if b'"stream":true' in request.content:
-            return httpx.Response(
+            return httpx2.Response(
                 200,
                 content=b'data: {"choices":[{"delta":{"content":"hi"}}]}\n\ndata: {oops\n\n',
                 headers={"content-type": "text/event-stream"},
             )
-        return httpx.Response(200, content=b"<html>not json</html>")
+        return httpx2.Response(200, content=b"<html>not json</html>")
 
-    gw = asgi_factory(POLICY, transport=httpx.MockTransport(garbage))
+    gw = asgi_factory(POLICY, transport=httpx2.MockTransport(garbage))
     response = await gw.call(CHAT, BODY, key=ACME_KEY)
     assert response.status_code == 502 and "charged in full" in response.json()["error"]["message"]
     stream = await gw.call(CHAT, {**BODY, "stream": True}, key=ACME_KEY)

@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 
 from execbudget.errors import ConfigurationError
@@ -208,11 +208,11 @@ async def test_killing_one_tenant_leaves_the_other_running(asgi_factory: AsgiFac
 async def test_client_credentials_stay_at_the_gateway_and_upstream_keys_out_of_logs(
     asgi_factory: AsgiFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
-    seen: list[httpx.Request] = []
+    seen: list[httpx2.Request] = []
 
-    def upstream(request: httpx.Request) -> httpx.Response:
+    def upstream(request: httpx2.Request) -> httpx2.Response:
         seen.append(request)
-        return httpx.Response(
+        return httpx2.Response(
             200,
             json={
                 "id": "x",
@@ -233,7 +233,7 @@ async def test_client_credentials_stay_at_the_gateway_and_upstream_keys_out_of_l
             },
         )
 
-    gw = asgi_factory(POLICY, transport=httpx.MockTransport(upstream))
+    gw = asgi_factory(POLICY, transport=httpx2.MockTransport(upstream))
     caplog.set_level(logging.DEBUG)
     response = await gw.call(CHAT, BODY, key=ACME_KEY, headers={"cookie": "session=1"})
     assert response.status_code == 200

@@ -11,7 +11,7 @@ before forwarding it, cuts streams that outrun their hold, and settles from usag
                                    keys=KeyStore.load("keys.yaml")))
 
 or ``execbudget serve ...`` (see ``docs/gateway.md``). Needs the ``gateway`` extra
-(starlette, uvicorn, httpx, prometheus-client); names are imported on first use, so
+(starlette, uvicorn, httpx2, prometheus-client); names are imported on first use, so
 ``execbudget.gateway.cli`` (the CLI's ``register``) imports without it.
 
 Layout: ``app`` (the app and what requests share), ``routes`` (provider routes),

@@ -16,7 +16,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any, cast
 
-import httpx
+import httpx2
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -82,7 +82,7 @@ class Gateway:
     """What every request of one app shares (see the module docstring)."""
 
     def __init__(
-        self, config: GatewayConfig, *, transport: httpx.AsyncBaseTransport | None = None
+        self, config: GatewayConfig, *, transport: httpx2.AsyncBaseTransport | None = None
     ) -> None:
         self.config = config
         self.policy = config.policy
@@ -249,7 +249,7 @@ async def _metrics(request: Request) -> Response:
 
 
 def create_app(
-    config: GatewayConfig, *, transport: httpx.AsyncBaseTransport | None = None
+    config: GatewayConfig, *, transport: httpx2.AsyncBaseTransport | None = None
 ) -> Starlette:
     """
     The gateway as an ASGI app. ``transport`` replaces the upstream network (tests can

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-import httpx
+import httpx2
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -681,7 +681,7 @@ async def list_models(request: Request) -> Response:
     except APIStatusError as exc:
         ex.status, ex.decision = exc.status_code, "upstream_error"
         return Response(exc.body, exc.status_code, headers=response_headers(exc.response.headers))
-    except (APIConnectionError, ValueError, httpx.HTTPError) as exc:
+    except (APIConnectionError, ValueError, httpx2.HTTPError) as exc:
         ex.status, ex.decision = 502, "upstream_unreachable"
         return error_response(dialect, 502, "upstream_unreachable", f"{exc}", retry=None)
     finally:
