@@ -56,7 +56,7 @@ def sqlite_procs(synchronous: str, procs: int, seconds: float) -> dict[str, Any]
         url = f"sqlite:///{Path(tmp) / 'bench.db'}?synchronous={synchronous}"
         Ledger.from_url(url).close()
         # every process imported and connected before the clock starts
-        figures = race_pairs(url, procs, seconds, start_delay=1.5)
+        figures = race_pairs(url, procs, seconds, start_delay=3.0)
     return emit(f"ledger.sqlite.{synchronous.lower()}.{procs}procs", **figures)
 
 
