@@ -452,3 +452,93 @@ def test_usage_validation() -> None:
 def test_bundled_snapshot_is_built_once_from_the_wheel() -> None:
     assert bundled_snapshot() is bundled_snapshot()
     assert bundled_snapshot().from_auto_update is False
+
+
+def test_arithmetic_matches_the_plain_decimal_formulas() -> None:
+    """The cached, context-method arithmetic gives the very Decimals of the plain formulas."""
+    from decimal import Context, localcontext
+
+    exact = Context(prec=80)
+    price = ModelPrice(
+        model="tiered",
+        provider="custom",
+        input_per_mtok=D("1.25"),
+        output_per_mtok=D("10"),
+        cache_read_per_mtok=D("0.3"),
+        cache_write_per_mtok=D("3.75"),
+        cache_write_1h_per_mtok=D("6"),
+        reasoning_per_mtok=D("12.5"),
+        per_request=D("0.005"),
+        tiers=(
+            PriceTier(threshold=1000, input_per_mtok=D("0.5"), output_per_mtok=D("20")),
+            PriceTier(threshold=5000, input_per_mtok=D("2.50"), output_per_mtok=D("0")),
+        ),
+        source="test",
+    )
+    levels = price.levels()
+    rnd = random.Random(7)
+    for _ in range(300):
+        inputs, output = rnd.randrange(0, 8000), rnd.randrange(0, 10**5)
+        level = price.level_for(inputs)
+        read = rnd.randrange(0, inputs + 1)
+        write = rnd.randrange(0, inputs - read + 1)
+        usage = Usage(
+            input_tokens=inputs,
+            output_tokens=output,
+            cache_read_tokens=read,
+            cache_write_tokens=write,
+            cache_write_1h_tokens=rnd.randrange(0, write + 1),
+            reasoning_tokens=rnd.randrange(0, output + 1),
+        )
+        with localcontext(exact):
+            rates = [
+                getattr(level, name) if getattr(level, name) is not None else fallback
+                for name, fallback in (
+                    ("input_per_mtok", None),
+                    ("cache_read_per_mtok", level.input_per_mtok),
+                    ("cache_write_per_mtok", level.input_per_mtok),
+                    ("output_per_mtok", None),
+                    ("reasoning_per_mtok", level.output_per_mtok),
+                )
+            ]
+            write_1h_rate = level.cache_write_1h_per_mtok or rates[2]
+            plain = inputs - read - write
+            expected = +(
+                (
+                    plain * rates[0]
+                    + read * rates[1]
+                    + (write - usage.cache_write_1h_tokens) * rates[2]
+                    + usage.cache_write_1h_tokens * write_1h_rate
+                    + (output - usage.reasoning_tokens) * rates[3]
+                    + usage.reasoning_tokens * rates[4]
+                )
+                / D(1_000_000)
+                + price.per_request
+            )
+            reachable = [lv for lv in levels if lv.threshold == 0 or inputs > lv.threshold]
+        got = cost_for(price, usage)
+        assert (expected, str(expected)) == (got, str(got))
+        # worst case: every reachable tier, dearest input and output ways
+        with localcontext(exact):
+            worst = max(
+                (
+                    inputs
+                    * max(
+                        lv.input_per_mtok,
+                        lv.cache_read_per_mtok or lv.input_per_mtok,
+                        lv.cache_write_per_mtok or lv.input_per_mtok,
+                        lv.cache_write_1h_per_mtok or lv.cache_write_per_mtok or lv.input_per_mtok,
+                    )
+                    + output * max(lv.output_per_mtok, lv.reasoning_per_mtok or 0)
+                )
+                / D(1_000_000)
+                for lv in reachable
+            )
+            expected_worst = +(worst + price.per_request)
+        assert expected_worst == worst_case_for(price, inputs, output)
+        budget = D(rnd.randrange(0, 10**6)) / D(10**4)
+        n = max_output_for(price, inputs, budget)
+        if n == UNBOUNDED_OUTPUT:  # output is free in the top tier
+            assert inputs > 5000
+        elif worst_case_for(price, inputs, 0) <= budget:  # else: not even the input fits
+            assert worst_case_for(price, inputs, n) <= budget < worst_case_for(price, inputs, n + 1)

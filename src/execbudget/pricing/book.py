@@ -20,7 +20,7 @@ import fnmatch
 import sys
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from decimal import Context, Decimal, localcontext
+from decimal import Context, Decimal
 from typing import Final, Literal
 
 from ..errors import ConfigurationError, UnpricedModelError
@@ -36,6 +36,11 @@ UNBOUNDED_OUTPUT: Final = sys.maxsize
 
 _CACHE_WRITE_MODES: Final = ("any", "none", "5m", "1h")
 _EXACT: Final = Context(prec=80)  # far above any tokens x rate product: every result is exact
+#: The same precision, for the hot arithmetic below: its operations are called on the
+#: context directly (``ctx.multiply(a, b)`` is ``a * b`` under ``localcontext(ctx)``,
+#: without copying and installing a context per call). Only its flags change; no trap
+#: that is not also one of ``_EXACT``'s is enabled.
+_ARITH: Final = Context(prec=80)
 _MTOK: Final = Decimal(PER_MTOK)
 
 
@@ -315,69 +320,106 @@ def _replace_source(price: ModelPrice, source: str) -> ModelPrice:
     return replace(price, source=source)
 
 
+#: The rates of one tier that the arithmetic below reads, resolved once per rate card:
+#: ``(threshold, worst input rate by cache_write mode, worst output rate, billed rates)``
+#: where the billed rates are input, cache read, 5-minute write, 1-hour write, output and
+#: reasoning, with every ``None`` replaced by the rate it falls back to.
+_Level = tuple[int, dict[str, Decimal], Decimal, tuple[Decimal, ...]]
+_levels_cache: dict[int, tuple[ModelPrice, tuple[_Level, ...]]] = {}
+
+
+def _levels(price: ModelPrice) -> tuple[_Level, ...]:
+    """
+    The resolved tiers of ``price``, computed once per rate card (pure, cached).
+
+    Keyed by identity, like the tokenizer weights: hashing a rate card of Decimals costs
+    more than the arithmetic. The entry keeps the card alive so its id is not reused.
+    """
+    entry = _levels_cache.get(id(price))
+    if entry is not None and entry[0] is price:
+        return entry[1]
+    levels: list[_Level] = []
+    for level in price.levels():
+        inputs = level.input_per_mtok
+        read = level.cache_read_per_mtok if level.cache_read_per_mtok is not None else inputs
+        write = level.cache_write_per_mtok if level.cache_write_per_mtok is not None else inputs
+        write_1h = (
+            level.cache_write_1h_per_mtok if level.cache_write_1h_per_mtok is not None else write
+        )
+        output = level.output_per_mtok
+        reasoning = level.reasoning_per_mtok if level.reasoning_per_mtok is not None else output
+        worst_in = {mode: _worst_input_rate(level, mode) for mode in _CACHE_WRITE_MODES}
+        billed = (inputs, read, write, write_1h, output, reasoning)
+        levels.append((level.threshold, worst_in, _worst_output_rate(level), billed))
+    if len(_levels_cache) >= 4096:
+        _levels_cache.clear()
+    _levels_cache[id(price)] = (price, tuple(levels))
+    return tuple(levels)
+
+
 def worst_case_for(
     price: ModelPrice, input_tokens: int, max_output_tokens: int, cache_write: CacheWrite = "any"
 ) -> Decimal:
     """:meth:`PriceBook.worst_case_cost` for a given rate card (pure)."""
-    with localcontext(_EXACT):
-        worst = Decimal(0)
-        for level in price.reachable_levels(input_tokens):
-            amount = (
-                input_tokens * _worst_input_rate(level, cache_write)
-                + max_output_tokens * _worst_output_rate(level)
-            ) / _MTOK
-            worst = max(worst, amount)
-        return +(worst + price.per_request)
+    # Every tier the input can reach (see ModelPrice.reachable_levels); the operations
+    # are those of ``localcontext(_EXACT)`` arithmetic, called on the context directly.
+    ctx = _ARITH
+    worst = Decimal(0)
+    for index, (threshold, worst_in, out_rate, _) in enumerate(_levels(price)):
+        if index and not input_tokens > threshold:
+            break
+        amount = ctx.divide(
+            ctx.add(
+                ctx.multiply(input_tokens, worst_in[cache_write]),
+                ctx.multiply(max_output_tokens, out_rate),
+            ),
+            _MTOK,
+        )
+        worst = max(worst, amount)
+    return ctx.plus(ctx.add(worst, price.per_request))
 
 
 def cost_for(price: ModelPrice, usage: Usage) -> Decimal:
     """:meth:`PriceBook.cost` for a given rate card (pure)."""
-    level = price.level_for(usage.input_tokens)
-    input_rate = level.input_per_mtok
-    read_rate = level.cache_read_per_mtok if level.cache_read_per_mtok is not None else input_rate
-    write_rate = (
-        level.cache_write_per_mtok if level.cache_write_per_mtok is not None else input_rate
-    )
-    write_1h_rate = (
-        level.cache_write_1h_per_mtok if level.cache_write_1h_per_mtok is not None else write_rate
-    )
-    output_rate = level.output_per_mtok
-    reasoning_rate = (
-        level.reasoning_per_mtok if level.reasoning_per_mtok is not None else output_rate
-    )
+    levels = _levels(price)
+    rates = levels[0][3]
+    for threshold, _, _, billed in levels[1:]:  # the tier the input lands in (cliff rule)
+        if usage.input_tokens > threshold:
+            rates = billed
+        else:
+            break
+    input_rate, read_rate, write_rate, write_1h_rate, output_rate, reasoning_rate = rates
     plain_input = usage.input_tokens - usage.cache_read_tokens - usage.cache_write_tokens
     write_5m = usage.cache_write_tokens - usage.cache_write_1h_tokens
-    with localcontext(_EXACT):
-        total = (
-            plain_input * input_rate
-            + usage.cache_read_tokens * read_rate
-            + write_5m * write_rate
-            + usage.cache_write_1h_tokens * write_1h_rate
-            + (usage.output_tokens - usage.reasoning_tokens) * output_rate
-            + usage.reasoning_tokens * reasoning_rate
-        ) / _MTOK
-        return +(total + price.per_request)
+    ctx, mul, add = _ARITH, _ARITH.multiply, _ARITH.add
+    # Every term, zero or not, as before: a zero term still sets the result's exponent.
+    total = add(mul(plain_input, input_rate), mul(usage.cache_read_tokens, read_rate))
+    total = add(total, mul(write_5m, write_rate))
+    total = add(total, mul(usage.cache_write_1h_tokens, write_1h_rate))
+    total = add(total, mul(usage.output_tokens - usage.reasoning_tokens, output_rate))
+    total = add(total, mul(usage.reasoning_tokens, reasoning_rate))
+    return ctx.plus(ctx.add(ctx.divide(total, _MTOK), price.per_request))
 
 
 def max_output_for(
     price: ModelPrice, input_tokens: int, budget: Decimal, cache_write: CacheWrite = "any"
 ) -> int:
     """:meth:`PriceBook.max_affordable_output` for a given rate card (pure)."""
-    with localcontext(_EXACT):
-        best: int | None = None
-        for level in price.reachable_levels(input_tokens):
-            room = (budget - price.per_request) * _MTOK - input_tokens * _worst_input_rate(
-                level, cache_write
-            )
-            if room < 0:
-                return 0
-            out_rate = _worst_output_rate(level)
-            if out_rate == 0:
-                continue
-            n = int(room // out_rate)
-            best = n if best is None else min(best, n)
-        if best is None:
-            return UNBOUNDED_OUTPUT
+    ctx = _ARITH
+    best: int | None = None
+    spendable = ctx.multiply(ctx.subtract(budget, price.per_request), _MTOK)
+    for index, (threshold, worst_in, out_rate, _) in enumerate(_levels(price)):
+        if index and not input_tokens > threshold:
+            break
+        room = ctx.subtract(spendable, ctx.multiply(input_tokens, worst_in[cache_write]))
+        if room < 0:
+            return 0
+        if out_rate == 0:
+            continue
+        n = int(ctx.divide_int(room, out_rate))
+        best = n if best is None else min(best, n)
+    if best is None:
+        return UNBOUNDED_OUTPUT
     # Belt and braces against any rounding surprise: settle on the exact boundary.
     while best > 0 and worst_case_for(price, input_tokens, best, cache_write) > budget:
         best -= 1
