@@ -242,3 +242,42 @@ def test_describe_price_renders_tiers() -> None:
     text = console.export_text()
     assert "> 200,000" in text and "≤ 200,000" in text
     assert price_to_dict(price)["tiers"][0]["above_input_tokens"] == 200_000
+
+
+def test_usage_from_sdk_objects() -> None:
+    """SDK models are read from their fields, extras included; other objects by getattr."""
+    from anthropic.types import Usage as AnthropicUsage
+    from openai.types import CompletionUsage
+    from openai.types.responses import ResponseUsage
+
+    chat = CompletionUsage(prompt_tokens=16, completion_tokens=8, total_tokens=24)
+    assert usage_from_openai(chat) == Usage(input_tokens=16, output_tokens=8)
+    # an extra field a newer server sends is seen, as getattr would see it
+    extra = CompletionUsage.model_validate(
+        {"prompt_tokens": 16, "completion_tokens": 8, "total_tokens": 24, "input_tokens": 5}
+    )
+    assert usage_from_openai(extra) == Usage(input_tokens=5)
+    responses = ResponseUsage.model_construct(
+        input_tokens=10,
+        output_tokens=5,
+        total_tokens=15,
+        input_tokens_details=SimpleNamespace(cached_tokens=2),
+        output_tokens_details=SimpleNamespace(reasoning_tokens=1),
+    )
+    assert usage_from_openai(responses) == Usage(
+        input_tokens=10, output_tokens=5, cache_read_tokens=2, reasoning_tokens=1
+    )
+    claude = AnthropicUsage(input_tokens=10, output_tokens=5, cache_read_input_tokens=3)
+    assert usage_from_anthropic(claude) == Usage(
+        input_tokens=13, output_tokens=5, cache_read_tokens=3
+    )
+
+    class Computed:
+        def __init__(self) -> None:
+            self.prompt_tokens = 4
+
+        @property
+        def completion_tokens(self) -> int:
+            return 9
+
+    assert usage_from_openai(Computed()) == Usage(input_tokens=4, output_tokens=9)
