@@ -697,3 +697,29 @@ def test_bounds_the_fake_provider_tokenizer(model: str) -> None:
             assert ours == billed, label
         else:
             assert ours >= billed, (label, ours, billed)
+
+
+def test_memo_counts_are_the_counts() -> None:
+    """``memo=True`` remembers counts per string; every count is the uncached one."""
+    memo = TokenCounter(memo=True)
+    for model in ("gpt-4o", "gpt-4", "claude-sonnet-4-5", "gemini-2.5-pro"):
+        for _, text in CORPUS:
+            messages = [{"role": "user", "content": text}, {"role": "assistant", "content": "ok"}]
+            expected = counter.count_chat(messages, model)
+            assert expected == memo.count_chat(messages, model)  # fills the memo
+            assert expected == memo.count_chat(messages, model)  # reads it
+
+
+def test_memo_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    encoding = enc_module.LoadedEncoding(
+        "o200k_base", "tiktoken", get_encoder("o200k_base").encoder
+    )
+    monkeypatch.setattr(enc_module, "MEMO_TOTAL_CHARS", 100)
+    long_text = "word " * 10_000
+    assert encoding.count(long_text) == encoding.count_memo(long_text)
+    assert long_text not in encoding._memo.counts  # above MEMO_MAX_CHARS: not kept
+    for i in range(50):
+        text = f"message number {i}"
+        assert encoding.count(text) == encoding.count_memo(text)
+        assert encoding._memo.chars <= 100
+    assert encoding.count_memo("message number 49") == encoding.count("message number 49")

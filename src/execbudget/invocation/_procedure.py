@@ -114,7 +114,7 @@ class Settings:
 
     enforcer: Enforcer | None = None
     retries: int = 2
-    counter: TokenCounter = field(default_factory=TokenCounter)
+    counter: TokenCounter = field(default_factory=lambda: TokenCounter(memo=True))
     degradation: Mode | None = None
     downgrade_model: str | None = None
     default_max_tokens: int | None = None

@@ -94,7 +94,8 @@ def wrap(
         downgrade_model: override the policy's ``degradation.model``.
         default_max_tokens: the output limit used when a request gives none (otherwise
             the per-call cap or what the budget affords).
-        counter: the offline token counter (profiles for unknown families, strict mode).
+        counter: the offline token counter (profiles for unknown families, strict mode);
+            by default one with ``memo=True``, shared by every wrapped client.
         admission_rounds: how often a call re-reads the room and re-plans after losing
             the room to a concurrent caller between the read and the reserve.
         backoff_base_s / backoff_max_s: exponential backoff between retries when the
@@ -136,5 +137,5 @@ _COUNTER: TokenCounter | None = None
 def _default_counter() -> TokenCounter:
     global _COUNTER
     if _COUNTER is None:
-        _COUNTER = TokenCounter()
+        _COUNTER = TokenCounter(memo=True)
     return _COUNTER

