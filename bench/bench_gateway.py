@@ -17,6 +17,11 @@ The gateway's cost and effect, against the fake provider in a child process.
 
 The load generator speaks raw HTTP/1.1 over asyncio streams (keep-alive, one request in
 flight per connection), so the client's own cost stays small next to what is measured.
+The load generator, the fake provider, Redis and the gateway processes all share the
+machine's cores, so the throughput parts also report the **CPU milliseconds per answered
+request** of each (``cpu_ms_per_req``: from /proc for the child processes, Redis's own
+``INFO cpu``, this process's ``process_time``): a figure that other load on a shared
+machine disturbs much less than requests/s, and that shows which party the cores went to.
 The machine is shared: the 1-minute load average is reported before and after each part.
 """
 
@@ -339,6 +344,59 @@ def _load() -> float:
     return round(os.getloadavg()[0], 2)
 
 
+def _proc_cpu_s(pid: int) -> float | None:
+    """CPU seconds (user + system) process ``pid`` has used; None where /proc is missing."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _redis_cpu_s() -> float | None:
+    try:
+        import redis
+
+        with redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1) as client:
+            info = client.info("cpu")
+        return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+    except Exception:
+        return None
+
+
+class CpuMeter:
+    """CPU used by each party between ``start()`` and ``per_request(n)``."""
+
+    def __init__(self, servers: list[Child], fake: FakeProvider) -> None:
+        fake_proc = getattr(fake, "_proc", None)  # the fake provider's child process
+        self.probes: dict[str, Callable[[], float | None]] = {
+            "servers": lambda: _sum([_proc_cpu_s(c.proc.pid) for c in servers]),
+            "fake_provider": lambda: _proc_cpu_s(fake_proc.pid) if fake_proc else None,
+            "redis": _redis_cpu_s,
+            "load_generator": time.process_time,
+        }
+        self.before: dict[str, float | None] = {}
+
+    def start(self) -> None:
+        self.before = {name: probe() for name, probe in self.probes.items()}
+
+    def per_request(self, requests: int) -> dict[str, float | None]:
+        out: dict[str, float | None] = {}
+        for name, probe in self.probes.items():
+            before, after = self.before.get(name), probe()
+            out[name] = (
+                None
+                if before is None or after is None or not requests
+                else round((after - before) / requests * 1000, 3)
+            )
+        return out
+
+
+def _sum(values: list[float | None]) -> float | None:
+    return None if any(v is None for v in values) else sum(v for v in values if v is not None)
+
+
 # -- the three parts -----------------------------------------------------------------------
 def added_latency(fake: FakeProvider, ledger: str, seconds: float, rate: float) -> dict[str, Any]:
     policy = {"scopes": [{"match": "org:acme", "limits": {"cost": "1000000 USD"}}]}
@@ -378,10 +436,13 @@ def throughput(
     extra = () if headers else ("--no-remaining-headers",)
     children = gateways(processes, fake.base_url, ledger, policy, extra)
     load_before = _load()
+    cpu = CpuMeter(children, fake)
     try:
         ports = [c.port for c in children]
         asyncio.run(closed_loop(ports, 32, 1.0))
+        cpu.start()
         result = asyncio.run(closed_loop(ports, 32, seconds))
+        used = cpu.per_request(result["ok"])
     finally:
         for child in children:
             child.stop()
@@ -392,6 +453,7 @@ def throughput(
         remaining_headers=headers,
         connections=32,
         **result,
+        cpu_ms_per_req={"gateways": used.pop("servers"), **used},
         load_before=load_before,
         load_after=_load(),
     )
@@ -402,10 +464,13 @@ def reference_throughput(fake: FakeProvider, seconds: float) -> dict[str, Any]:
     prefix = f"ebbench:{uuid.uuid4().hex[:8]}:"
     children = posthoc_proxies(1, fake.base_url, REDIS_URL, prefix, 10**15)
     load_before = _load()
+    cpu = CpuMeter(children, fake)
     try:
         ports = [c.port for c in children]
         asyncio.run(closed_loop(ports, 32, 1.0))
+        cpu.start()
         result = asyncio.run(closed_loop(ports, 32, seconds))
+        used = cpu.per_request(result["ok"])
     finally:
         for child in children:
             child.stop()
@@ -417,6 +482,7 @@ def reference_throughput(fake: FakeProvider, seconds: float) -> dict[str, Any]:
         processes=1,
         connections=32,
         **result,
+        cpu_ms_per_req={"proxy": used.pop("servers"), **used},
         load_before=load_before,
         load_after=_load(),
     )
