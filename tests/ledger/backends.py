@@ -53,9 +53,17 @@ def _sqlite(clock: Clock, tmp_path: Path) -> Iterator[Any]:
     storage.close()
 
 
+@contextmanager
+def _sqlite_group_commit(clock: Clock, tmp_path: Path) -> Iterator[Any]:
+    storage = SQLiteStorage(tmp_path / "ledger.db", clock=clock, group_commit=True)
+    yield storage
+    storage.close()
+
+
 BACKENDS: list[Backend] = [
     Backend("memory", _memory),
     Backend("sqlite", _sqlite),
+    Backend("sqlite-group-commit", _sqlite_group_commit),
     Backend("redis", make_redis, make_redis_async, marks=(pytest.mark.redis,)),
     Backend("sliced-memory", make_sliced_memory),
     Backend("sliced-sqlite", make_sliced_sqlite),

@@ -43,9 +43,11 @@ def check_books(url: str, committed: int, prefix: str = "") -> None:
 
 @pytest.mark.slow
 @pytest.mark.xdist_group("exhaustion")
-@pytest.mark.parametrize("synchronous", ["NORMAL", "FULL"])
-def test_sqlite_exhaustion_zero_overshoot(tmp_path: Path, synchronous: str) -> None:
-    url = f"sqlite:///{tmp_path}/race.db?synchronous={synchronous}"
+@pytest.mark.parametrize(
+    "options", ["synchronous=NORMAL", "synchronous=FULL", "synchronous=FULL&group_commit=1"]
+)
+def test_sqlite_exhaustion_zero_overshoot(tmp_path: Path, options: str) -> None:
+    url = f"sqlite:///{tmp_path}/race.db?{options}"
     Ledger.from_url(url).close()  # create the schema once, before the race
     committed, grants, denials = race(url)
     assert grants > ORG_LIMIT // MAX_AMOUNT and denials >= PROCESSES * THREADS

@@ -88,6 +88,13 @@ def _whole(options: dict[str, str], name: str) -> int:
         ) from None
 
 
+def _flag(options: dict[str, str], name: str) -> bool:
+    value = options[name].lower()
+    if value not in ("0", "1", "true", "false"):
+        raise ConfigurationError(f"sqlite {name}={options[name]!r} must be 1, 0, true or false")
+    return value in ("1", "true")
+
+
 def make_storage(url: str, *, clock: Clock | None = None, asynchronous: bool = False) -> Any:
     """Build the storage for ``url``; async backends where the driver has them."""
     scheme = scheme_of(url)
@@ -97,13 +104,19 @@ def make_storage(url: str, *, clock: Clock | None = None, asynchronous: bool = F
     if scheme == "memory":
         return _load(sync_target, extra)(urlsplit(url).netloc, clock=clock)
     if scheme == "sqlite":
-        unknown = set(options) - {"synchronous", "busy_timeout_ms", "wal_autocheckpoint"}
+        allowed = ("synchronous", "busy_timeout_ms", "wal_autocheckpoint", "group_commit")
+        unknown = set(options) - set(allowed)
         if unknown:
             raise ConfigurationError(
-                f"unknown sqlite URL option(s) {sorted(unknown)}; allowed: synchronous, "
-                "busy_timeout_ms, wal_autocheckpoint"
+                f"unknown sqlite URL option(s) {sorted(unknown)}; allowed: {', '.join(allowed)}"
             )
-        tuning = {name: _whole(options, name) for name in options if name != "synchronous"}
+        tuning: dict[str, Any] = {
+            name: _whole(options, name)
+            for name in ("busy_timeout_ms", "wal_autocheckpoint")
+            if name in options
+        }
+        if "group_commit" in options:
+            tuning["group_commit"] = _flag(options, "group_commit")
         cls = _load(sync_target, extra)
         return cls(
             sqlite_path(url),

@@ -23,6 +23,7 @@ from typing import Any, ClassVar, Final, TypeVar
 from ..clock import SYSTEM_CLOCK, Clock
 from ..errors import ConfigurationError
 from ._memory import charges_for
+from ._sqlite_batch import GroupCommitter, Undo, run_alone
 from ._types import (
     Denial,
     Event,
@@ -129,6 +130,7 @@ class SQLiteStorage:
         synchronous: str = "NORMAL",
         busy_timeout_ms: int = 30_000,
         wal_autocheckpoint: int = DEFAULT_AUTOCHECKPOINT_PAGES,
+        group_commit: bool = False,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         mode = synchronous.upper()
@@ -152,6 +154,8 @@ class SQLiteStorage:
         self._keys: dict[int, LineKey] = {}
         self._connections: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
+        self.group_commit = group_commit
+        self._committer = GroupCommitter(self._conn, self.path.name) if group_commit else None
         self._conn()  # open now, so a bad path or a corrupt file fails at construction
 
     # -- connection ------------------------------------------------------------------
@@ -196,9 +200,11 @@ class SQLiteStorage:
         """
         conn = self._conn()
         conn.execute("PRAGMA busy_timeout = 0")
+        self._local.inline = True  # with group commit, too: waiting is what this avoids
         try:
             yield
         finally:
+            self._local.inline = False
             with suppress(sqlite3.ProgrammingError):  # the block closed the storage
                 conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
 
@@ -231,18 +237,14 @@ class SQLiteStorage:
             raise
 
     def _tx(self, fn: Callable[..., _R], *args: Any) -> _R:
-        """Run ``fn(conn, *args)`` in one ``BEGIN IMMEDIATE`` transaction."""
-        conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            result = fn(conn, *args)
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        if conn.in_transaction:
-            conn.execute("COMMIT")
-        return result
+        """
+        Run ``fn(conn, *args)`` in a ``BEGIN IMMEDIATE`` transaction: its own, or with
+        group commit a share of the writer thread's next one. ``fn`` raises ``Undo`` to
+        roll its writes back and still answer.
+        """
+        if self._committer is not None and not getattr(self._local, "inline", False):
+            return self._committer.run(fn, *args)
+        return run_alone(self._conn(), fn, *args)
 
     def _line_ids(
         self, conn: sqlite3.Connection, lines: Sequence[LineRequest]
@@ -332,9 +334,8 @@ class SQLiteStorage:
             state, old_expiry = conn.execute(
                 "SELECT state, expires_at_ms FROM eb_hold WHERE rid = ?", (rid,)
             ).fetchone()
-            conn.execute("ROLLBACK")
             status = ReserveStatus.DUP if state == HoldState.HELD else ReserveStatus.SETTLED
-            return ReserveOutcome(status, old_expiry), {}
+            raise Undo((ReserveOutcome(status, old_expiry), {}))
         select_sql, update_sql = _reserve_sql(len(ids), charge_now)
         books = {r[0]: r[1:] for r in conn.execute(select_sql, ids)}
         # Check every line; write nothing unless all of them grant.
@@ -342,9 +343,8 @@ class SQLiteStorage:
             override, spent, held, blocked = books[line_id]
             limit = req.limit if override is None else override
             if blocked is not None or spent + held + req.amount > limit:
-                conn.execute("ROLLBACK")
                 denial = Denial(i, req.key, limit, spent, held, req.amount, blocked or "limit")
-                return ReserveOutcome(ReserveStatus.DENIED, None, denial), {}
+                raise Undo((ReserveOutcome(ReserveStatus.DENIED, None, denial), {}))
         params: list[Any] = []
         for line_id, amount in zip(ids, amounts, strict=True):
             params += (line_id, amount)
@@ -546,6 +546,8 @@ class SQLiteStorage:
         return self.clock.now_ms()
 
     def close(self) -> None:
+        if self._committer is not None:
+            self._committer.close()
         with self._conns_lock:
             for conn in self._connections:
                 conn.close()
