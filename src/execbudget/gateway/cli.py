@@ -168,6 +168,10 @@ def _serve(args: argparse.Namespace) -> int:
         "log_config": None,
         "access_log": False,
         "timeout_graceful_shutdown": 10,
+        # uvloop and httptools when installed (the gateway extra lists them), else asyncio
+        # and h11: together about a tenth less CPU per request than the pure-Python pair.
+        "loop": "auto",
+        "http": "auto",
     }
     if args.fd is not None:
         # uvicorn's own fd= path assumes a Unix socket, so asyncio never sets TCP_NODELAY
