@@ -25,12 +25,14 @@ from execbudget.ledger import (
     ReserveStatus,
     reconcile,
 )
+from execbudget.ledger._pg_common import MIGRATIONS, quote_schema, render
 from execbudget.ledger.postgres import LATEST, PostgresStorage, migrate, migrate_command
 
 from ._pg_backend import POSTGRES_URL, base_url, drop_schema, new_schema, require_postgres, url_with
 
 pytestmark = [pytest.mark.postgres]
 
+ALL = [m.version for m in MIGRATIONS]
 A = LineKey("org:a", "total", "cost")
 B = LineKey("team:b", "total", "cost")
 
@@ -52,10 +54,38 @@ def _sql(query: str, *params: object) -> list[tuple[object, ...]]:
 # -- migrations ------------------------------------------------------------------------------
 def test_migrate_is_versioned_and_idempotent(schema: str) -> None:
     url = url_with(schema=schema)
-    assert migrate(url) == [LATEST]
+    assert migrate(url) == ALL
     assert migrate(url) == []
-    rows = _sql(f"SELECT version FROM {schema}.eb_migrations")
-    assert rows == [(LATEST,)]
+    rows = _sql(f"SELECT version FROM {schema}.eb_migrations ORDER BY version")
+    assert rows == [(v,) for v in ALL]
+    assert ALL[-1] == LATEST
+
+
+def test_holds_made_before_an_upgrade_settle_after_it(schema: str) -> None:
+    """A schema at 0001 with a hold in flight: migrating to the latest keeps its books."""
+    first = MIGRATIONS[0]
+    _sql(f"CREATE SCHEMA {quote_schema(schema)}")
+    _sql(render(first, schema))
+    _sql(
+        f"CREATE TABLE {quote_schema(schema)}.eb_migrations (version text PRIMARY KEY,"
+        " name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
+    )
+    _sql(f"INSERT INTO {schema}.eb_migrations (version, name) VALUES (%s, %s)", first.version, "x")
+    url = url_with(schema=schema)
+    with Ledger(PostgresStorage.from_url(url_with(schema=schema, migrate="off"))) as old:
+        with pytest.raises(ConfigurationError):  # 0001 only: this code needs the rest
+            old.reserve([LineRequest(A, 100, 10)])
+    _sql(
+        f"SELECT * FROM {schema}.eb_reserve('before', ARRAY['org:a'], ARRAY['total'],"
+        " ARRAY['cost'], ARRAY[100]::bigint[], ARRAY[10]::bigint[], ARRAY[NULL]::bigint[],"
+        " 60000, 'release', false, NULL)"
+    )
+    assert migrate(url) == ALL[1:]
+    with Ledger.from_url(url) as ledger:
+        assert ledger.commit("before", {"cost": 4}).charged == {A: 4}
+        ledger.commit(ledger.reserve([LineRequest(A, 100, 90)]), {"cost": 90})
+        assert [(s.spent, s.held) for s in ledger.lines()] == [(94, 0)]
+        assert reconcile(ledger.lines(), ledger.events()) == []
 
 
 def test_racing_migrators_apply_each_version_once(schema: str) -> None:
@@ -75,7 +105,7 @@ def test_racing_migrators_apply_each_version_once(schema: str) -> None:
     for t in threads:
         t.join(timeout=60)
     assert errors == []
-    assert sorted(results) == [[], [], [], [LATEST]]
+    assert sorted(results) == [[], [], [], ALL]
 
 
 def test_migrate_off_refuses_an_unmigrated_schema(schema: str) -> None:
@@ -97,7 +127,7 @@ def test_a_schema_newer_than_the_code_is_refused(schema: str) -> None:
 def test_migrate_command_reports(schema: str, capsys: pytest.CaptureFixture[str]) -> None:
     url = url_with(schema=schema)
     assert migrate_command(url) == 0
-    assert f"applied {LATEST}" in capsys.readouterr().out
+    assert f"applied {', '.join(ALL)}" in capsys.readouterr().out
     assert migrate_command(url) == 0
     assert "up to date" in capsys.readouterr().out
     assert migrate_command(url_with(schema="bad-name")) == 2
