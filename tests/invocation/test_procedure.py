@@ -88,6 +88,36 @@ def test_rounds_are_bounded() -> None:
         step(gen, denied())
 
 
+def test_clamp_holds_a_given_max_tokens_before_reading_the_room() -> None:
+    """A clamp only lowers max_tokens: hold it as asked, read the room on a denial."""
+    call = make_call(max_tokens=100)
+    call.settings.admission_rounds = 1
+    gen = call_procedure(call)
+    first = step(gen)
+    assert isinstance(first, TryHold) and first.amounts["output_tokens"] == 100
+    assert isinstance(step(gen, denied()), ReadRoom)  # short of tokens: size from the room
+    second = step(gen, {"tokens": first.amounts["input_tokens"] + 40})
+    assert isinstance(second, TryHold) and second.amounts["output_tokens"] == 40
+    send = step(gen, granted(call, second.amounts))
+    assert isinstance(send, Send) and send.kwargs["max_tokens"] == 40
+
+
+def test_clamp_does_not_read_the_room_when_a_smaller_output_cannot_help() -> None:
+    call = make_call(max_tokens=100)
+    gen = call_procedure(call)
+    step(gen)
+    with pytest.raises(TokenBudgetExceeded):
+        step(gen, denied("calls"))
+
+
+def test_clamp_with_room_sends_what_was_asked() -> None:
+    call = make_call(max_tokens=100)
+    gen = call_procedure(call)
+    first = step(gen)
+    send = step(gen, granted(call, first.amounts))
+    assert isinstance(send, Send) and send.kwargs["max_tokens"] == 100
+
+
 def test_downgrade_replans_on_the_cheaper_model() -> None:
     call = make_call(mode="downgrade", max_tokens=100)
     call.kwargs = {**call.kwargs, "model": "gpt-4o"}

@@ -28,7 +28,14 @@ from ..scopes import limited_dimensions
 from ..units import Dimension
 from ._apis import Api, OutputTally, given
 from ._failures import Failure, backoff_s, classify
-from ._plan import CallRequest, Plan, plan_call, request_timeout, should_downgrade
+from ._plan import (
+    ROOM_DIMENSIONS,
+    CallRequest,
+    Plan,
+    plan_call,
+    request_timeout,
+    should_downgrade,
+)
 from ._settle import local_usage, usage_amounts
 
 if TYPE_CHECKING:
@@ -264,15 +271,27 @@ def _admit(
         sized = request.has_output and (
             mode == "clamp" or index > 0 or request.requested_output is None
         )
+        # A clamp only ever lowers a fixed output (the caller's max_tokens, or
+        # default_max_tokens), so in clamp mode hold that first and read the room only if
+        # the ledger refuses it for lack of money or tokens: one ledger read fewer per call
+        # while the budget has room, and the same plan as reading first (the room bounds
+        # would not have bound it). The unclamped try does not use up a round.
+        unclamped_first = (
+            sized
+            and index == 0
+            and (request.requested_output is not None or settings.default_max_tokens is not None)
+        )
+        rounds = max(1, settings.admission_rounds) + (1 if unclamped_first else 0)
         previous: int | None = None
-        for _ in range(max(1, settings.admission_rounds)):
-            room = (yield READ_ROOM) if sized else None
+        for round_ in range(rounds):
+            read = sized and not (unclamped_first and round_ == 0)
+            room = (yield READ_ROOM) if read else None
             planned = plan_call(
                 request,
                 price=price,
                 caps=caps,
                 room=room,
-                sized=sized,
+                sized=read,
                 default_output=settings.default_max_tokens,
                 scope=scope,
                 currency=enforcer.policy.currency,
@@ -293,13 +312,20 @@ def _admit(
             if decision.hold is not None:
                 return Admitted(planned, price, decision.hold, request, timeout, by_deadline, ttl)
             denial = decision.denial
-            if planned.kind != "sized":
+            if read and planned.kind != "sized":
+                break
+            if not read and not (sized and denial is not None and _clamp_may_help(denial)):
                 break
             previous = planned.allowance
         if denial is None or not should_downgrade(denial):
             break
     assert denial is not None
     raise denial
+
+
+def _clamp_may_help(denial: BudgetExceeded) -> bool:
+    """A smaller output fits where money or tokens ran short (not calls, not a block)."""
+    return denial.reason == "limit" and denial.dimension in ROOM_DIMENSIONS
 
 
 def _price_or_deny(
