@@ -73,6 +73,27 @@ def test_the_per_call_cap_is_what_arrives_and_usage_is_settled(
     assert spent(enforcer, "cost") == money_to_units(expected)
 
 
+def test_each_chain_gets_its_own_per_call_caps(
+    sdk: Clients, fp: FakeProvider, make_enforcer: MakeEnforcer
+) -> None:
+    """One wrapped client, calls on chains with different caps, one after the other."""
+    enforcer = make_enforcer(
+        {
+            "scopes": [
+                {"match": "run:*", "limits": {"calls": 100}, "per_call": {"max_output_tokens": 40}},
+                {"match": "team:small", "per_call": {"max_output_tokens": 10}},
+            ]
+        }
+    )
+    client = execbudget.wrap(sdk.openai(), enforcer=enforcer)
+    sent = []
+    for team in ("big", "small", "big"):
+        with enforcer.scope("team", team), enforcer.run("t"):
+            client.chat.completions.create(model=MINI, messages=HELLO, max_tokens=400)
+        sent.append(fp.requests[-1].body["max_tokens"])
+    assert sent == [40, 10, 40]
+
+
 def test_the_counted_input_equals_what_the_provider_bills_for_openai(
     sdk: Clients, fp: FakeProvider, make_enforcer: MakeEnforcer
 ) -> None:

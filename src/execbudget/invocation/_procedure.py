@@ -132,11 +132,23 @@ class Settings:
     _prices: dict[tuple[int, str], tuple[int, PriceBook, ModelPrice]] = field(
         default_factory=dict, repr=False
     )
+    #: The caps of the last chain a call was made on: ``(frame, enforcer, caps)``. Frames
+    #: and their limits do not change, and consecutive calls mostly share a chain.
+    _caps: tuple[Frame | None, Enforcer, CallCaps] | None = field(default=None, repr=False)
 
     def mode(self, enforcer: Enforcer) -> tuple[Mode, str | None]:
         spec = enforcer.policy.spec.degradation
         mode: Mode = self.degradation or spec.mode
         return mode, self.downgrade_model or spec.model
+
+    def caps(self, enforcer: Enforcer, frame: Frame | None) -> CallCaps:
+        """``enforcer.call_caps(frame)``, remembered for the last chain."""
+        last = self._caps
+        if last is not None and last[0] is frame and last[1] is enforcer:
+            return last[2]
+        caps = enforcer.call_caps(frame)
+        self._caps = (frame, enforcer, caps)
+        return caps
 
     def price(self, book: PriceBook, model: str, provider: str) -> ModelPrice:
         """
@@ -261,7 +273,7 @@ def _admit(
     models = [model]
     if mode == "downgrade" and cheaper and cheaper != model:
         models.append(cheaper)
-    caps = enforcer.call_caps(frame)
+    caps = settings.caps(enforcer, frame)
     book = enforcer.policy.price_book()
     scope = frame.key if frame is not None else "call"
     denial: BudgetExceeded | None = None
