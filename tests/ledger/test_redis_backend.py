@@ -4,6 +4,7 @@ options, WAITAOF, and the function library coming back after a server lost it.""
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -79,6 +80,25 @@ def test_works_without_hiredis(prefix: str, monkeypatch: pytest.MonkeyPatch) -> 
         rid = ledger.reserve([LineRequest(key, 100, 7)])
         assert ledger.commit(rid, {"cost": 5}).charged == {key: 5}
         assert [(s.key, s.spent, s.held) for s in ledger.lines()] == [(key, 5, 0)]
+
+
+@pytest.mark.redis
+def test_a_forked_child_does_not_share_the_parents_connection(prefix: str) -> None:
+    key = LineKey("org:fork", "total", "cost")
+    with Ledger.from_url(url_with(REDIS_URL, prefix=prefix)) as ledger:
+        first = ledger.reserve([LineRequest(key, 100, 10)])  # opens the hot-path connection
+        second = ledger.reserve([LineRequest(key, 100, 10)])
+        pid = os.fork()
+        if pid == 0:  # the child: settle one hold through the inherited ledger
+            try:
+                ok = ledger.commit(second, {"cost": 3}).status is SettleStatus.OK
+            except BaseException:
+                ok = False
+            os._exit(0 if ok else 1)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert ledger.commit(first, {"cost": 5}).status is SettleStatus.OK
+        assert [(s.spent, s.held) for s in ledger.lines()] == [(8, 0)]
 
 
 @pytest.mark.redis

@@ -11,6 +11,8 @@ Each operation is one ``FCALL`` of the function library in ``_lua/ledger.lua``; 
 
 from __future__ import annotations
 
+import os
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, ClassVar
@@ -61,6 +63,17 @@ from ._types import (
 
 _PURGE_BATCH = 500
 
+#: Storages alive in this process, so a forked child drops their hot-path connections.
+_LIVE: weakref.WeakSet[RedisStorage] = weakref.WeakSet()
+
+
+def _after_fork() -> None:
+    for storage in list(_LIVE):
+        storage._forget_spare()
+
+
+os.register_at_fork(after_in_child=_after_fork)
+
 
 class RedisStorage:
     """
@@ -89,6 +102,14 @@ class RedisStorage:
         # itself (``_redis_common``), so the client is typed loosely here.
         self._r: Any = client
         self._pool: Any = client.connection_pool
+        # The hot path's own connection: reserve and settle take it with list.pop() and
+        # put it back with append() (atomic for threads and tasks alike, no between
+        # taking and using it), so an uncontended call skips the pool's queue, locks,
+        # metrics and stale-data poll; a concurrent call takes a pooled one instead.
+        # It is one connection more than max_connections, closed with the client.
+        self._spare: list[Any] = []
+        self._spare_made = False
+        _LIVE.add(self)
         self.keys = Keys(prefix)
         self.prefix = prefix
         self.clock = clock
@@ -173,6 +194,40 @@ class RedisStorage:
         """
         if self.wait_aof:
             return self._send_waitaof(command)
+        try:
+            conn = self._spare.pop()
+        except IndexError:
+            conn = self._new_spare()
+        if conn is None:
+            return self._send_pooled(command)
+        try:
+            return conn.retry.call_with_retry(
+                lambda: self._roundtrip(conn, command), lambda _error: conn.disconnect()
+            )
+        except redis.ResponseError:
+            raise  # an error reply: the connection is in step
+        except BaseException:
+            # Interrupted between a send and its reply, the connection could hand the
+            # next caller this call's reply: start it afresh.
+            conn.disconnect()
+            raise
+        finally:
+            self._spare.append(conn)
+
+    def _new_spare(self) -> Any:
+        """The hot path's connection, made on first use (and again in a forked child)."""
+        if self._spare_made:
+            return None  # it exists and another caller has it: use the pool
+        self._spare_made = True
+        pool = self._pool
+        return pool.connection_class(**pool.connection_kwargs)
+
+    def _forget_spare(self) -> None:
+        """In a forked child: the parent's connection is not ours to use."""
+        self._spare = []
+        self._spare_made = False
+
+    def _send_pooled(self, command: tuple[str | int, ...]) -> Any:
         pool = self._pool
         conn = pool.get_connection()
         try:
@@ -347,6 +402,9 @@ class RedisStorage:
         return int(seconds) * 1000 + int(micros) // 1000
 
     def close(self) -> None:
+        spare, self._spare = self._spare, []
+        for conn in spare:
+            conn.disconnect()
         self._r.close()
 
     def __enter__(self) -> RedisStorage:
