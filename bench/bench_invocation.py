@@ -12,6 +12,9 @@ The invocation layer's cost and effect, against the fake provider in a child pro
    costs when the machine is not shared: wall time on a loaded machine also counts the
    time the process waits for a core); and, interleaved, a bare ledger hold+commit of the
    same chain, the part of the wrapper's time that is the ledger's two transactions.
+   With SQLite it runs twice: every call sending the same message (as a chat re-sends
+   its history and system prompt; the wrapper remembers token counts per string), and
+   every call sending a message never sent before (only the role string is remembered).
 2. **Budget utilisation at exhaustion**: many concurrent callers each call until they are
    denied; spent / limit when all have stopped, with clamping (``degradation: clamp``)
    and with holds that are not clamped (``deny``), for budgets of several sizes. Two
@@ -81,7 +84,14 @@ class _SendTimer:
         _clients.drive = self._drive
 
 
-def added_latency(fp: FakeProvider, calls: int, tmp: Path, ledger: str) -> dict[str, Any]:
+def added_latency(
+    fp: FakeProvider, calls: int, tmp: Path, ledger: str, *, fresh: bool = False
+) -> dict[str, Any]:
+    """
+    ``fresh``: every call sends a message it never sent before (raw and wrapped alike), so
+    the wrapper's per-string token-count memo only knows the role; otherwise every call
+    sends the same message, as a chat re-sends its history and system prompt.
+    """
     policy = {
         "scopes": [
             {
@@ -92,7 +102,7 @@ def added_latency(fp: FakeProvider, calls: int, tmp: Path, ledger: str) -> dict[
             {"match": "team:*", "limits": {"cost": {"day": "1000 USD"}}},
         ]
     }
-    url = "memory://" if ledger == "memory" else f"sqlite:///{tmp}/latency.db"
+    url = "memory://" if ledger == "memory" else f"sqlite:///{tmp}/latency{int(fresh)}.db"
     enforcer = Enforcer(policy, url)
     raw = fp.openai()
     wrapped = execbudget.wrap(fp.openai(), enforcer=enforcer)
@@ -108,10 +118,13 @@ def added_latency(fp: FakeProvider, calls: int, tmp: Path, ledger: str) -> dict[
     try:
         with enforcer.scope("team", "bench"), enforcer.run("latency"):
             for i in range(calls + 50):
+                messages = MESSAGES
+                if fresh:
+                    messages = [{"role": "user", "content": f"{MESSAGES[0]['content']} ({i})"}]
                 t0 = time.perf_counter()
-                raw.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=8)
+                raw.chat.completions.create(model=MODEL, messages=messages, max_tokens=8)
                 t1, c1 = time.perf_counter(), time.thread_time()
-                wrapped.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=8)
+                wrapped.chat.completions.create(model=MODEL, messages=messages, max_tokens=8)
                 t2, c2 = time.perf_counter(), time.thread_time()
                 enforcer.hold(amounts).commit(actual)  # the ledger's share: the same two ops
                 t3 = time.perf_counter()
@@ -131,6 +144,7 @@ def added_latency(fp: FakeProvider, calls: int, tmp: Path, ledger: str) -> dict[
     ms = 1000.0
     return emit(
         f"invocation.latency.{ledger}.sync",
+        messages="new on every call" if fresh else "the same on every call",
         calls=calls,
         raw_p50_ms=round(percentile(raw_s, 0.5) * ms, 3),
         wrapped_p50_ms=round(percentile(wrapped_s, 0.5) * ms, 3),
@@ -310,6 +324,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory() as tmp, FakeProvider(process=True) as fp:
         path = Path(tmp)
         results.append(added_latency(fp, calls, path, "sqlite"))
+        results.append(added_latency(fp, calls, path, "sqlite", fresh=True))
         results.append(added_latency(fp, calls, path, "memory"))
         results.append(asyncio.run(added_latency_async(fp, calls // 2, path)))
         # budgets that are not a whole number of worst-case calls (the usual case)
