@@ -1,0 +1,165 @@
+"""The lean keep-alive pool for whole upstream exchanges, against a scripted HTTP/1.1 server."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from execbudget.gateway import GatewayConfig, KeyStore, parse_upstreams
+from execbudget.gateway.upstream import (
+    APIConnectionError,
+    APIStatusError,
+    APITimeoutError,
+    UpstreamPool,
+)
+from execbudget.policy import Policy
+
+OK = b'{"ok":true}'
+
+#: (request number on its connection) -> raw answer, or None to hang.
+Script = Callable[[int], bytes | None]
+
+
+def _answer(body: bytes = OK, status: bytes = b"200 OK", extra: bytes = b"") -> bytes:
+    return (
+        b"HTTP/1.1 " + status + b"\r\ncontent-type: application/json\r\n"
+        b"content-length: " + str(len(body)).encode() + b"\r\n" + extra + b"\r\n" + body
+    )
+
+
+class Upstream:
+    """A loopback HTTP/1.1 server that answers each request as ``script`` says."""
+
+    def __init__(self, script: Script, close_after: bool = False) -> None:
+        self.script = script
+        self.close_after = close_after
+        self.connections = 0
+        self.requests: list[bytes] = []
+        self.port = 0
+        self.server: asyncio.Server | None = None
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        n = 0
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                self.requests.append(head + await reader.readexactly(length))
+                n += 1
+                answer = self.script(n)
+                if answer is None:
+                    await asyncio.sleep(3600)
+                    return
+                writer.write(answer)
+                await writer.drain()
+                if self.close_after:  # a server dropping its idle keep-alive connection
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def __aenter__(self) -> Upstream:
+        self.server = await asyncio.start_server(self.handle, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+
+
+def _pool(port: int, **changes: Any) -> UpstreamPool:
+    config = GatewayConfig(
+        policy=Policy.from_dict({"scopes": []}),
+        upstreams=parse_upstreams([f"openai=http://127.0.0.1:{port}"], env={}),
+        ledger_url="memory://",
+        keys=KeyStore(),
+        **changes,
+    )
+    return UpstreamPool(config)
+
+
+@pytest.fixture
+async def pools() -> AsyncIterator[list[UpstreamPool]]:
+    made: list[UpstreamPool] = []
+    yield made
+    for pool in made:
+        await pool.aclose()
+
+
+async def test_whole_exchanges_reuse_one_keep_alive_connection(pools: list[UpstreamPool]) -> None:
+    async with Upstream(lambda n: _answer()) as upstream:
+        pools.append(pool := _pool(upstream.port))
+        assert pool._lean is not None
+        for _ in range(3):
+            answer = await pool.send("openai", "POST", "/v1/chat/completions", [], {"a": 1})
+            assert answer.status_code == 200 and answer.json() == {"ok": True}
+
+        assert upstream.connections == 1
+        sent = upstream.requests[0]
+        assert sent.startswith(b"POST /v1/chat/completions HTTP/1.1\r\n")
+        assert f"host: 127.0.0.1:{upstream.port}".encode() in sent
+        assert sent.endswith(b'\r\n\r\n{"a":1}')
+
+
+async def test_a_connection_the_server_closed_is_not_reused(pools: list[UpstreamPool]) -> None:
+    async with Upstream(lambda n: _answer(), close_after=True) as upstream:
+        pools.append(pool := _pool(upstream.port))
+        for _ in range(3):
+            await pool.send("openai", "POST", "/v1/chat/completions", [], {"a": 1})
+            await asyncio.sleep(0.05)  # the server's FIN arrives
+
+        assert upstream.connections == 3
+
+
+async def test_chunked_answers_and_error_statuses(pools: list[UpstreamPool]) -> None:
+    chunked = (
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+        b'transfer-encoding: chunked\r\n\r\n5\r\n{"ok"\r\n6\r\n:true}\r\n0\r\n\r\n'
+    )
+    busy = _answer(b'{"error":{}}', b"429 Too Many Requests", b"retry-after: 2\r\n")
+    async with Upstream(lambda n: chunked if n == 1 else busy) as upstream:
+        pools.append(pool := _pool(upstream.port))
+        answer = await pool.send("openai", "POST", "/v1/chat/completions", [], {"a": 1})
+        assert answer.json() == {"ok": True}
+
+        with pytest.raises(APIStatusError) as refused:
+            await pool.send("openai", "POST", "/v1/chat/completions", [], {"a": 1})
+        assert refused.value.status_code == 429
+        assert refused.value.response.headers["retry-after"] == "2"
+        assert refused.value.body == b'{"error":{}}'
+
+
+async def test_failures_say_whether_anything_was_sent(pools: list[UpstreamPool]) -> None:
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    pools.append(pool := _pool(port))
+    with pytest.raises(APIConnectionError) as refused:
+        await pool.send("openai", "POST", "/v1/chat/completions", [], {"a": 1})
+    # the invocation layer's classify reads a ConnectError as never sent: nothing billed
+    assert type(refused.value.__cause__).__name__ == "ConnectError"
+
+    async with Upstream(lambda n: None) as upstream:
+        pools.append(pool := _pool(upstream.port))
+        with pytest.raises(APITimeoutError) as late:
+            await pool.send("openai", "POST", "/v1/chat/completions", [], {"a": 1}, timeout_s=0.2)
+        # sent, so the provider may have run it: charged in full
+        assert type(late.value.__cause__).__name__ == "ReadTimeout"
+
+
+def test_a_proxy_in_the_environment_routes_everything_through_httpx2(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    assert _pool(9)._lean is None
