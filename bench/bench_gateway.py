@@ -369,10 +369,11 @@ class CpuMeter:
     """CPU used by each party between ``start()`` and ``per_request(n)``."""
 
     def __init__(self, servers: list[Child], fake: FakeProvider) -> None:
-        fake_proc = getattr(fake, "_proc", None)  # the fake provider's child process
+        # the fake provider's own process; None when it serves from a thread of this one
+        fake_pid = fake.pid if fake.pid != os.getpid() else None
         self.probes: dict[str, Callable[[], float | None]] = {
             "servers": lambda: _sum([_proc_cpu_s(c.proc.pid) for c in servers]),
-            "fake_provider": lambda: _proc_cpu_s(fake_proc.pid) if fake_proc else None,
+            "fake_provider": lambda: _proc_cpu_s(fake_pid) if fake_pid else None,
             "redis": _redis_cpu_s,
             "load_generator": time.process_time,
         }

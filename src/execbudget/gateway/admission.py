@@ -28,8 +28,7 @@ from typing import Any, Final
 
 from ..enforcer import Decision, Enforcer, Hold
 from ..errors import BudgetExceeded, LedgerUnavailable, ScopeKilled
-from ..invocation._drive import background, shielded
-from ..invocation._procedure import (
+from ..invocation.engine import (
     Call,
     ChargeRetry,
     Commit,
@@ -39,7 +38,9 @@ from ..invocation._procedure import (
     Settings,
     Sleep,
     TryHold,
+    background,
     call_procedure,
+    shielded,
 )
 from ..ledger import AsyncLedger, LineRequest, LineState
 from ..scopes import Frame, plan_lines

@@ -25,9 +25,8 @@ from starlette.routing import Route
 
 from ..clock import SYSTEM_CLOCK
 from ..enforcer import Enforcer
-from ..invocation._procedure import Settings
-from ..ledger import AsyncLedger, AsyncStorage, Ledger
-from ..ledger._ledger import ThreadedStorage
+from ..invocation.engine import Settings
+from ..ledger import AsyncLedger, AsyncStorage, Ledger, ThreadedStorage
 from ..pricing import TokenCounter
 from .admission import gateway_settings
 from .chain import ChainBuilder, RequestError

@@ -27,9 +27,18 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ..errors import BudgetExceeded, LedgerUnavailable, UnpricedModelError
-from ..invocation._apis import CHAT, EMBEDDINGS, MESSAGES, RESPONSES, Api
-from ..invocation._procedure import DEFAULT_TIMEOUT_S, TTL_MARGIN_S, Call, Started
-from ..invocation._settle import StreamMeter
+from ..invocation.engine import (
+    CHAT,
+    DEFAULT_TIMEOUT_S,
+    EMBEDDINGS,
+    MESSAGES,
+    RESPONSES,
+    TTL_MARGIN_S,
+    Api,
+    Call,
+    Started,
+    StreamMeter,
+)
 from ..units import Dimension, units_to_money
 from .admission import CallRecord, LineBooks, drive_call, least_rooms, read_lines
 from .app import Gateway, request_error

@@ -41,9 +41,7 @@ from starlette.types import Receive, Scope, Send
 
 from ..enforcer import Enforcer, Hold
 from ..errors import BudgetExceeded, LedgerUnavailable
-from ..invocation._apis import CHAT, MESSAGES, RESPONSES, Api
-from ..invocation._drive import shielded
-from ..invocation._settle import StreamMeter, Verdict
+from ..invocation.engine import CHAT, MESSAGES, RESPONSES, Api, StreamMeter, Verdict, shielded
 from .admission import killed_denial, settle_hold
 from .killswitch import KillWatch
 from .replies import Dialect, dumps

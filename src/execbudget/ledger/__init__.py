@@ -10,7 +10,7 @@ reservation settles at most once and every operation is idempotent by its ``rid`
 from __future__ import annotations
 
 from ._books import BookMismatch, reconcile
-from ._ledger import DEFAULT_TTL_S, denial_error, new_rid
+from ._ledger import DEFAULT_TTL_S, ThreadedStorage, denial_error, new_rid
 from ._ledger_async import AsyncLedger
 from ._ledger_sync import Ledger
 from ._memory import MemoryStorage
@@ -56,6 +56,7 @@ __all__ = [
     "SettleOutcome",
     "SettleStatus",
     "Storage",
+    "ThreadedStorage",
     "denial_error",
     "make_storage",
     "new_rid",
