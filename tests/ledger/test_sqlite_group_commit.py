@@ -26,7 +26,7 @@ def _connect(path: Path, statements: list[str]) -> sqlite3.Connection:
 
 def test_queued_operations_share_one_commit_and_keep_their_own_outcomes(tmp_path: Path) -> None:
     statements: list[str] = []
-    committer = GroupCommitter(lambda: _connect(tmp_path / "g.db", statements), "g")
+    committer = GroupCommitter(lambda: lambda: _connect(tmp_path / "g.db", statements), "g")
     first_running, let_first_finish = threading.Event(), threading.Event()
 
     def slow_insert(conn: sqlite3.Connection, v: int) -> int:
@@ -102,3 +102,66 @@ def test_group_commit_flag_is_validated(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigurationError, match="group_commit='yes' must be 1, 0, true or false"):
         Ledger.from_url(f"sqlite:///{tmp_path}/x.db?group_commit=yes")
+
+
+def test_group_commit_refuses_an_in_memory_database() -> None:
+    from execbudget import ConfigurationError
+    from execbudget.ledger import SQLiteStorage
+
+    with pytest.raises(ConfigurationError, match="group_commit needs a file"):
+        SQLiteStorage(":memory:", group_commit=True)
+
+
+def test_a_dropped_storage_is_collected_and_its_writer_stops(tmp_path: Path) -> None:
+    import gc
+    import weakref
+
+    from execbudget.ledger import SQLiteStorage
+
+    storage = SQLiteStorage(tmp_path / "d.db", group_commit=True)
+    org = LineKey("org:o", "total", "cost")
+    storage.reserve("r1", [LineRequest(org, limit=10, amount=1)], 60_000)
+    committer = storage._committer
+    assert committer is not None and committer._thread is not None
+    writer = committer._thread
+    alive = weakref.ref(storage)
+    del storage
+    gc.collect()
+    assert alive() is None, "the writer thread kept the storage alive"
+    writer.join(timeout=30)
+    assert not writer.is_alive()
+
+
+def _reserve_in_child(path: str, queue: object) -> None:
+    from execbudget.ledger import Ledger
+
+    ledger = _PARENT_LEDGER[0]  # inherited through fork, writer thread and all
+    org = LineKey("org:o", "total", "cost")
+    rid = ledger.reserve([LineRequest(org, limit=100, amount=3)])
+    ledger.commit(rid, {"cost": 2})
+    queue.put(Ledger.from_url(f"sqlite:///{path}").lines()[0].spent)  # type: ignore[attr-defined]
+
+
+_PARENT_LEDGER: list[Ledger] = []
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork")
+def test_a_forked_child_gets_its_own_writer(tmp_path: Path) -> None:
+    import multiprocessing
+
+    path = str(tmp_path / "f.db")
+    ledger = Ledger.from_url(f"sqlite:///{path}?group_commit=1")
+    org = LineKey("org:o", "total", "cost")
+    ledger.commit(ledger.reserve([LineRequest(org, limit=100, amount=5)]), {"cost": 5})
+    _PARENT_LEDGER[:] = [ledger]
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_reserve_in_child, args=(path, queue))
+    child.start()
+    assert queue.get(timeout=60) == 7
+    child.join(timeout=60)
+    assert child.exitcode == 0
+    ledger.commit(ledger.reserve([LineRequest(org, limit=100, amount=3)]), {"cost": 1})
+    assert ledger.lines()[0].spent == 8
+    ledger.close()
+    _PARENT_LEDGER.clear()

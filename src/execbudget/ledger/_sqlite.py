@@ -15,6 +15,7 @@ import functools
 import json
 import sqlite3
 import threading
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -154,8 +155,18 @@ class SQLiteStorage:
         self._keys: dict[int, LineKey] = {}
         self._connections: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
+        if group_commit and str(path) == ":memory:":
+            raise ConfigurationError(
+                "sqlite group_commit needs a file: the writer thread's connection to "
+                ":memory: would be a separate, private database"
+            )
         self.group_commit = group_commit
-        self._committer = GroupCommitter(self._conn, self.path.name) if group_commit else None
+        self._committer: GroupCommitter | None = None
+        if group_commit:
+            # The writer reaches the storage through a weak reference, so a storage dropped
+            # without close() is still collected; the finalizer then stops the writer.
+            self._committer = GroupCommitter(weakref.WeakMethod(self._conn), self.path.name)
+            weakref.finalize(self, self._committer.close)
         self._conn()  # open now, so a bad path or a corrupt file fails at construction
 
     # -- connection ------------------------------------------------------------------
@@ -177,10 +188,6 @@ class SQLiteStorage:
             conn.execute("PRAGMA journal_mode = WAL").fetchone()
             conn.execute(f"PRAGMA synchronous = {self.synchronous}")
             conn.execute(f"PRAGMA wal_autocheckpoint = {int(self.wal_autocheckpoint)}").fetchone()
-            import os
-
-            for prag in filter(None, os.environ.get("EB_PRAGMAS", "").split(";")):
-                conn.execute(f"PRAGMA {prag}").fetchall()
             self._migrate(conn)
         except BaseException:
             conn.close()

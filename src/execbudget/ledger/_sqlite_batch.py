@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import weakref
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
@@ -61,24 +62,49 @@ def run_alone(conn: sqlite3.Connection, fn: Callable[..., _R], *args: Any) -> _R
     return result
 
 
+_AFTER_FORK: weakref.WeakSet[GroupCommitter] = weakref.WeakSet()
+
+
+def _reset_after_fork() -> None:
+    for committer in list(_AFTER_FORK):
+        committer._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)
+
+
 class GroupCommitter:
     """One writer thread and its connection; ``run`` blocks until the batch is committed."""
 
-    def __init__(self, connect: Callable[[], sqlite3.Connection], name: str) -> None:
+    def __init__(
+        self, connect: Callable[[], Callable[[], sqlite3.Connection] | None], name: str
+    ) -> None:
+        """``connect()`` gives the function that opens the writer's connection, or None
+        once the storage is gone (a ``weakref.WeakMethod``)."""
         self._connect = connect
         self._name = name
         self._cond = threading.Condition()
         self._pending: list[_Op] = []
         self._thread: threading.Thread | None = None
-        self._pid = 0
+        self._pid = os.getpid()
         self._closed = False
+        # A fork can happen while another thread holds the condition's lock: the child
+        # gets a fresh one, and starts its own writer on first use.
+        _AFTER_FORK.add(self)
+
+    def _after_fork_in_child(self) -> None:
+        self._cond = threading.Condition()
+        self._pending = []
+        self._thread = None
+        self._pid = os.getpid()
 
     def run(self, fn: Callable[..., _R], *args: Any) -> _R:
         op = _Op(fn, args)
         with self._cond:
             if self._closed:
                 raise sqlite3.ProgrammingError("Cannot operate on a closed database.")
-            if self._thread is None or self._pid != os.getpid():  # first use, or a fork
+            if self._thread is None:
                 self._start()
             self._pending.append(op)
             self._cond.notify()
@@ -97,8 +123,6 @@ class GroupCommitter:
             thread.join()
 
     def _start(self) -> None:
-        self._pid = os.getpid()
-        self._pending = []
         self._thread = threading.Thread(
             target=self._loop, name=f"execbudget-sqlite-writer:{self._name}", daemon=True
         )
@@ -113,14 +137,27 @@ class GroupCommitter:
                 if not self._pending:
                     return
                 batch, self._pending = self._pending, []
-            try:
-                conn = conn or self._connect()
-                self._commit(conn, batch)
-            except BaseException as exc:  # the connection itself failed: every op hears it
-                for op in batch:
-                    op.error, op.result = exc, None
+            # In a method of its own, so nothing of the batch (whose operations are bound
+            # to the storage) stays referenced from this frame while the writer waits.
+            conn = self._serve(conn, batch)
+            del batch
+
+    def _serve(
+        self, conn: sqlite3.Connection | None, batch: list[_Op]
+    ) -> sqlite3.Connection | None:
+        try:
+            if conn is None:
+                opener = self._connect()
+                if opener is None:
+                    raise sqlite3.ProgrammingError("Cannot operate on a closed database.")
+                conn = opener()
+            self._commit(conn, batch)
+        except BaseException as exc:  # the connection itself failed: every op hears it
             for op in batch:
-                op.done.set()
+                op.error, op.result = exc, None
+        for op in batch:
+            op.done.set()
+        return conn
 
     @staticmethod
     def _commit(conn: sqlite3.Connection, batch: list[_Op]) -> None:
