@@ -349,3 +349,45 @@ def test_fuzzed_near_valid_requests_reach_upstream_safely(
     event(f"status {response.status_code}")
     assert response.status_code < 500, (route, body, response.text)
     assert not wait_no_holds(server.ledger, timeout=5)
+
+
+async def test_a_billed_answer_whose_body_will_not_decode_is_charged_in_full(
+    asgi_factory: AsgiFactory,
+) -> None:
+    """A 200 that claims gzip but is not: the provider answered (and billed), so the hold
+    is charged in full, never released; the client gets a 502 that says so."""
+    import asyncio
+
+    async def lying_upstream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")  # the request head; the body is not needed
+        writer.write(
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+            b"content-encoding: gzip\r\ncontent-length: 8\r\n\r\nnot gzip"
+        )
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(lying_upstream, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        gw = asgi_factory(POLICY, upstream_url=f"http://127.0.0.1:{port}")
+        response = await gw.call(CHAT, BODY, key=ACME_KEY)
+        assert response.status_code == 502, response.text
+        assert "charged in full" in response.json()["error"]["message"]
+        assert await gw.gateway.ledger.holds() == []
+        org = line(gw.gateway.sync_ledger, "org:acme", "cost")
+        assert org is not None and org.spent > 0 and org.held == 0
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_model_id_with_any_characters_is_forwarded_encoded_not_a_500(
+    asgi_factory: AsgiFactory,
+) -> None:
+    gw = asgi_factory(POLICY)
+    for model_id in ("gpt-ñ-unknown", "a b", "x%2Fy"):
+        response = await gw.client.get(
+            f"/v1/models/{model_id}", headers={"authorization": f"Bearer {ACME_KEY}"}
+        )
+        assert response.status_code < 500, (model_id, response.status_code, response.text)

@@ -13,10 +13,14 @@ GATEWAY = Path(execbudget.gateway.__file__).parent
 def _private_imports(path: Path) -> list[str]:
     found = []
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.ImportFrom) and node.module and node.level >= 2:
-            # ``from ..invocation._procedure import x``: another package's private module
-            if any(part.startswith("_") for part in node.module.split(".")):
-                found.append(f"{path.name}:{node.lineno}: from {'.' * node.level}{node.module}")
+        # ``from ..invocation._procedure import x``: another package's private module
+        if (
+            isinstance(node, ast.ImportFrom)
+            and node.module
+            and node.level >= 2
+            and any(part.startswith("_") for part in node.module.split("."))
+        ):
+            found.append(f"{path.name}:{node.lineno}: from {'.' * node.level}{node.module}")
     return found
 
 

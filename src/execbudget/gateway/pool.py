@@ -90,6 +90,12 @@ class KeepAlivePool:
 
     async def _take(self, key: _Key) -> httpcore2.AsyncHTTPConnection | None:
         idle = self._idle.get(key)
+        # LIFO reuse leaves the oldest idle connections at the bottom after a burst: close
+        # one of them per request once expired (or closed by the server), so they do not
+        # sit in CLOSE_WAIT holding descriptors.
+        if idle and len(idle) > 1 and idle[0].has_expired():
+            with contextlib.suppress(Exception):
+                await idle.pop(0).aclose()
         while idle:
             connection = idle.pop()
             if connection.is_idle() and not connection.has_expired():

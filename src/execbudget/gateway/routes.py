@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
+from urllib.parse import quote
 
 import httpx2
 from starlette.requests import ClientDisconnect, Request
@@ -669,7 +670,7 @@ async def list_models(request: Request) -> Response:
         ex.key = key = gateway.authenticate(request)
         provider = dialect if gateway.pool.has(dialect) else next(iter(gateway.pool.upstreams))
         model_id = request.path_params.get("model_id")
-        path = "/v1/models" + (f"/{model_id}" if model_id else "")
+        path = "/v1/models" + (f"/{quote(model_id, safe='')}" if model_id else "")
         if model_id and not key.allows(model_id):
             raise RequestError(
                 404, f"model {model_id!r} is not available to this key", code="model_not_found"

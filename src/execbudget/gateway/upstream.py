@@ -246,8 +246,12 @@ class UpstreamPool:
             raise APITimeoutError(f"{provider} did not answer in time") from exc
         except _TRANSPORT_ERRORS as exc:
             raise APIConnectionError(f"cannot reach {provider}: {type(exc).__name__}") from exc
-        # Built like httpx2's own answers (the body decoded by its content-encoding).
-        response = httpx2.Response(answer.status, headers=answer.headers, content=answer.body)
+        # Built like httpx2's own answers (the body decoded by its content-encoding). A
+        # body that does not decode was still answered, so billed: charged in full.
+        try:
+            response = httpx2.Response(answer.status, headers=answer.headers, content=answer.body)
+        except httpx2.HTTPError as exc:
+            raise APIError(f"the {provider} answer could not be decoded ({exc})") from exc
         if response.status_code >= 400:
             response.request = httpx2.Request(method, upstream.url(path))
             raise APIStatusError(response, response.content)
