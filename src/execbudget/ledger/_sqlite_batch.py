@@ -87,7 +87,6 @@ class GroupCommitter:
         self._cond = threading.Condition()
         self._pending: list[_Op] = []
         self._thread: threading.Thread | None = None
-        self._pid = os.getpid()
         self._closed = False
         # A fork can happen while another thread holds the condition's lock: the child
         # gets a fresh one, and starts its own writer on first use.
@@ -97,7 +96,6 @@ class GroupCommitter:
         self._cond = threading.Condition()
         self._pending = []
         self._thread = None
-        self._pid = os.getpid()
 
     def run(self, fn: Callable[..., _R], *args: Any) -> _R:
         op = _Op(fn, args)
