@@ -76,22 +76,30 @@ def pair_worker(
     for _ in range(warmup):
         ledger.commit(ledger.reserve(chain), {"cost": 5})
     late_s = max(0.0, time.time() - start_at)
+    latencies = timed_pairs(ledger, chain, start_at, seconds)
+    ledger.close()
+    return len(latencies), latencies, late_s
+
+
+def timed_pairs(
+    ledger: Any, chain: list[LineRequest], start_at: float, seconds: float
+) -> list[float]:
+    """
+    Wait for the wall-clock ``start_at``, then reserve+commit on ``chain`` until
+    ``start_at + seconds``; the reserve latency of each pair. Every racer stops at the
+    same instant: one that started late (slow spawn on a loaded machine) runs a shorter
+    window, instead of running part of its window alone and inflating the sum.
+    """
     while time.time() < start_at:
         time.sleep(0.001)
-    # Every worker stops at the same wall-clock instant: a worker that started late (slow
-    # spawn on a loaded machine) then runs a shorter window, instead of running part of
-    # its window alone and inflating the sum.
     end_at = start_at + seconds
     latencies: list[float] = []
-    pairs = 0
     while time.time() < end_at:
         t0 = time.perf_counter()
         rid = ledger.reserve(chain)
         latencies.append(time.perf_counter() - t0)
         ledger.commit(rid, {"cost": 5})
-        pairs += 1
-    ledger.close()
-    return pairs, latencies, late_s
+    return latencies
 
 
 def race_pairs(

@@ -22,7 +22,7 @@ from typing import Any
 
 from execbudget.ledger import Ledger, MemoryStorage
 
-from ._common import emit, hot_chain, machine, percentile, race_pairs
+from ._common import emit, hot_chain, machine, percentile, race_pairs, timed_pairs
 
 
 def memory_single_thread(seconds: float) -> dict[str, Any]:
@@ -68,21 +68,12 @@ def _threaded_worker(
 ) -> tuple[int, list[float]]:
     """One process: ``threads`` threads racing pairs through one shared storage."""
     ledger = Ledger.from_url(url)
-    counts = [0] * threads
     latencies: list[list[float]] = [[] for _ in range(threads)]
 
     def run(t: int) -> None:
         chain = hot_chain(proc * threads + t)
         ledger.commit(ledger.reserve(chain), {"cost": 5})  # warm: connection, statements
-        while time.time() < start_at:
-            time.sleep(0.001)
-        end_at = start_at + seconds
-        while time.time() < end_at:
-            t0 = time.perf_counter()
-            rid = ledger.reserve(chain)
-            latencies[t].append(time.perf_counter() - t0)
-            ledger.commit(rid, {"cost": 5})
-            counts[t] += 1
+        latencies[t] = timed_pairs(ledger, chain, start_at, seconds)
 
     pool = [threading.Thread(target=run, args=(t,)) for t in range(threads)]
     for thread in pool:
@@ -90,7 +81,7 @@ def _threaded_worker(
     for thread in pool:
         thread.join()
     ledger.close()
-    return sum(counts), [x for lat in latencies for x in lat]
+    return sum(map(len, latencies)), [x for lat in latencies for x in lat]
 
 
 def sqlite_threaded(options: str, procs: int, threads: int, seconds: float) -> dict[str, Any]:
