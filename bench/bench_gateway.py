@@ -69,14 +69,15 @@ class RawConnection:
         self.writer: asyncio.StreamWriter | None = None
 
     async def post(self, path: str, body: bytes, headers: bytes = b"") -> tuple[int, bytes]:
-        if self.writer is None:
-            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        reused = self.writer is not None
+        status_line = await self._send(path, body, headers)
+        if not status_line and reused:
+            # The server closed this connection while it sat idle (uvicorn's keep-alive
+            # timeout is 5 s): the request never reached it, so send it on a new one.
+            self.close()
+            self.writer = None
+            status_line = await self._send(path, body, headers)
         assert self.reader is not None
-        self.writer.write(
-            b"POST %s HTTP/1.1\r\nhost: bench\r\ncontent-type: application/json\r\n"
-            b"content-length: %d\r\n%s\r\n%s" % (path.encode(), len(body), headers, body)
-        )
-        status_line = await self.reader.readline()
         status = int(status_line.split()[1])
         length = 0
         while True:
@@ -87,6 +88,19 @@ class RawConnection:
             if name.strip().lower() == b"content-length":
                 length = int(value)
         return status, await self.reader.readexactly(length)
+
+    async def _send(self, path: str, body: bytes, headers: bytes) -> bytes:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        assert self.reader is not None
+        self.writer.write(
+            b"POST %s HTTP/1.1\r\nhost: bench\r\ncontent-type: application/json\r\n"
+            b"content-length: %d\r\n%s\r\n%s" % (path.encode(), len(body), headers, body)
+        )
+        try:
+            return await self.reader.readline()
+        except ConnectionError:
+            return b""
 
     def close(self) -> None:
         if self.writer is not None:

@@ -163,3 +163,47 @@ def test_a_proxy_in_the_environment_routes_everything_through_httpx2(
 ) -> None:
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
     assert _pool(9)._lean is None
+
+
+async def test_answers_framed_by_the_connection_close_and_interim_answers(
+    pools: list[UpstreamPool],
+) -> None:
+    interim = b"HTTP/1.1 100 Continue\r\n\r\n"
+    unframed = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\r\n" + OK
+    async with Upstream(lambda n: interim + unframed, close_after=True) as upstream:
+        pools.append(pool := _pool(upstream.port))
+        for _ in range(2):  # the first connection ended with its answer: a new one
+            answer = await pool.send("openai", "POST", "/v1/chat/completions", [], {"a": 1})
+            assert answer.status_code == 200 and answer.json() == {"ok": True}
+        assert upstream.connections == 2
+
+
+async def test_a_garbled_answer_is_a_protocol_error_and_the_connection_is_dropped(
+    pools: list[UpstreamPool],
+) -> None:
+    answers = iter([b"HTTP/1.1 abc\r\n\r\n", _answer()])
+    async with Upstream(lambda n: next(answers)) as upstream:
+        pools.append(pool := _pool(upstream.port))
+        with pytest.raises(APIConnectionError) as garbled:
+            await pool.send("openai", "POST", "/v1/chat/completions", [], {"a": 1})
+        # sent and answered: an unknown outcome, charged in full
+        assert type(garbled.value.__cause__).__name__ == "RemoteProtocolError"
+        answer = await pool.send("openai", "POST", "/v1/chat/completions", [], {"a": 1})
+        assert answer.json() == {"ok": True} and upstream.connections == 2
+
+
+async def test_closing_the_pool_closes_connections_in_use(pools: list[UpstreamPool]) -> None:
+    async with Upstream(lambda n: None) as upstream:  # never answers
+        pool = _pool(upstream.port)
+        call = asyncio.ensure_future(
+            pool.send("openai", "POST", "/v1/chat/completions", [], {"a": 1})
+        )
+        for _ in range(100):
+            if upstream.requests:
+                break
+            await asyncio.sleep(0.01)
+        assert pool._lean is not None and pool._lean.connections == 1
+        await pool.aclose()
+        with pytest.raises(APIConnectionError):
+            await asyncio.wait_for(call, 5)
+        assert pool._lean.connections == 0

@@ -1,13 +1,23 @@
 """
 Keep-alive HTTP/1.1 connections to the upstreams for whole (non-streamed) exchanges.
 
-httpcore2's ``AsyncHTTPConnection`` speaks the protocol (framing, chunked bodies, TLS,
-timeouts); this module is only the pool around it: per origin, a stack of idle
-connections, most recently used first. Taking a connection checks that one connection
-(its keep-alive expiry, and whether the server closed it), where httpcore2's own pool
-walks, and polls the socket of, every idle connection twice per request; together with
-httpx2's request and response layers that was about a third of the gateway's CPU per
-call (bench/bench_gateway.py).
+A whole exchange is one write of the request and one answer read to its end, so this
+module speaks HTTP/1.1 itself: an ``asyncio.Protocol`` per connection, the answer parsed by
+httptools (llhttp, the C parser uvicorn uses: framing, chunked bodies, keep-alive rules),
+and a pool of idle connections per origin, most recently used first. A connection the
+server closes is marked closed the moment its FIN arrives, so taking one is a flag check.
+
+This replaced httpcore2's ``AsyncHTTPConnection`` on this path: its anyio stream, h11
+state machine and per-read timeouts cost about 0.4 ms of the gateway's added latency per
+call on loopback (bench/bench_gateway.py, the null-proxy floor rows), which is most of what
+a proxy hop costs at all.
+
+Failures are raised as httpcore2's exception classes, because the invocation layer's
+``classify`` reads their names: ``ConnectError`` / ``ConnectTimeout`` / ``PoolTimeout``
+mean nothing was sent (released); ``ReadTimeout``, ``RemoteProtocolError`` and ``ReadError``
+mean the request may have run (charged in full). The read timeout bounds the whole
+exchange, not the gap between two reads, so a slow-trickling answer cannot outlive the
+hold's TTL (the timeout plus a margin).
 
 Streams, proxied upstreams and injected test transports keep using the httpx2 client
 (``upstream.UpstreamPool``).
@@ -18,16 +28,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-from typing import Final
+import time
+from typing import Final, cast
 
 import httpcore2
+import httptools
 
 __all__ = ["KeepAlivePool", "PoolAnswer"]
 
 #: An idle connection older than this is closed rather than reused.
 KEEPALIVE_S: Final = 30.0
+#: Seconds to open a connection (TCP and TLS) before ``ConnectTimeout``.
+CONNECT_TIMEOUT_S: Final = 10.0
 
-_Key = tuple[bytes, bytes, int]
+#: (scheme, host, port)
+Origin = tuple[bytes, bytes, int]
 
 
 class PoolAnswer:
@@ -41,71 +56,234 @@ class PoolAnswer:
         self.body = body
 
 
+class _Connection(asyncio.Protocol):
+    """One HTTP/1.1 connection; at most one exchange at a time."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self.expires = 0.0
+        self._parser = httptools.HttpResponseParser(self)
+        self._waiter: asyncio.Future[PoolAnswer] | None = None
+        self._reset()
+
+    def _reset(self) -> None:
+        self._status = 0
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._body: list[bytes] = []
+        self._headers_done = False
+        self._framed = False  # a content-length or transfer-encoding: not close-delimited
+
+    # -- asyncio.Protocol --------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+
+    def data_received(self, data: bytes) -> None:
+        if self._waiter is None:  # bytes nobody asked for: the connection is unusable
+            self.close()
+            return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._fail(httpcore2.RemoteProtocolError(f"malformed HTTP answer: {exc}"))
+            self.close()
+        except httptools.HttpParserUpgrade:
+            self._fail(httpcore2.RemoteProtocolError("the upstream switched protocols"))
+            self.close()
+
+    def eof_received(self) -> bool:
+        return False  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self._waiter is None:
+            return
+        if self._headers_done and not self._framed and self._status:
+            self._finish(False)  # the body ran to the end of the connection
+        elif self._headers_done:
+            self._fail(httpcore2.ReadError("the upstream closed the connection mid-answer"))
+        else:
+            self._fail(httpcore2.RemoteProtocolError("the upstream closed without answering"))
+
+    # -- httptools callbacks -----------------------------------------------------------
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name, value))
+        lower = name.lower()
+        if lower == b"content-length" or lower == b"transfer-encoding":
+            self._framed = True
+
+    def on_headers_complete(self) -> None:
+        self._status = self._parser.get_status_code()
+        self._headers_done = True
+
+    def on_body(self, body: bytes) -> None:
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        if 100 <= self._status < 200:  # an interim answer (100 Continue): the real one follows
+            self._reset()
+            return
+        self._finish(self._parser.should_keep_alive())
+
+    # -- the exchange ------------------------------------------------------------------
+    def _finish(self, keep_alive: bool) -> None:
+        waiter, self._waiter = self._waiter, None
+        answer = PoolAnswer(self._status, self._headers, b"".join(self._body))
+        self._reset()
+        if not keep_alive:
+            self.close()
+        if waiter is not None and not waiter.done():
+            waiter.set_result(answer)
+
+    def _fail(self, exc: Exception) -> None:
+        waiter, self._waiter = self._waiter, None
+        self._reset()
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(exc)
+
+    def _timed_out(self) -> None:
+        self._fail(httpcore2.ReadTimeout("the upstream did not answer in time"))
+        self.close()
+
+    async def exchange(self, data: bytes, timeout_s: float | None) -> PoolAnswer:
+        assert self.transport is not None
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[PoolAnswer] = loop.create_future()
+        self._waiter = waiter
+        self.transport.write(data)
+        timer = loop.call_later(timeout_s, self._timed_out) if timeout_s is not None else None
+        try:
+            return await waiter
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+    @property
+    def reusable(self) -> bool:
+        return not self.closed and self._waiter is None and time.monotonic() < self.expires
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+
+def _check_field(value: bytes) -> bytes:
+    if b"\r" in value or b"\n" in value or b"\0" in value:
+        raise httpcore2.LocalProtocolError("a header contains a line break")
+    return value
+
+
 class KeepAlivePool:
     """At most ``max_connections`` connections in use at once; idle ones are reused LIFO."""
 
     def __init__(self, max_connections: int, ssl_context: ssl.SSLContext | None) -> None:
-        self._idle: dict[_Key, list[httpcore2.AsyncHTTPConnection]] = {}
+        self._idle: dict[Origin, list[_Connection]] = {}
+        self._open: set[_Connection] = set()
         self._slots = asyncio.Semaphore(max_connections)
         self._ssl = ssl_context
 
     async def request(
-        self, request: httpcore2.Request, *, pool_timeout_s: float | None
+        self,
+        origin: Origin,
+        method: bytes,
+        target: bytes,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+        *,
+        timeout_s: float | None,
     ) -> PoolAnswer:
         """
         One exchange on an idle or new connection. Raises httpcore2's exceptions
-        (``PoolTimeout`` if no connection could be had, ``ConnectError`` if nothing was
-        sent, others after); the connection is closed unless it is reusable.
+        (``PoolTimeout`` if no connection could be had, ``ConnectError`` /
+        ``ConnectTimeout`` if nothing was sent, others after); the connection is closed
+        unless it is reusable.
         """
-        try:
-            async with asyncio.timeout(pool_timeout_s):
-                await self._slots.acquire()
-        except TimeoutError:
-            raise httpcore2.PoolTimeout("no upstream connection became free in time") from None
-        try:
-            origin = request.url.origin
-            key = (origin.scheme, origin.host, origin.port)
-            connection = await self._take(key)
-            if connection is None:
-                connection = httpcore2.AsyncHTTPConnection(
-                    origin, ssl_context=self._ssl, keepalive_expiry=KEEPALIVE_S
-                )
+        slots = self._slots
+        if slots.locked():
             try:
-                response = await connection.handle_async_request(request)
-                try:
-                    body = await response.aread()
-                finally:
-                    await response.aclose()
+                async with asyncio.timeout(timeout_s):
+                    await slots.acquire()
+            except TimeoutError:
+                raise httpcore2.PoolTimeout("no upstream connection became free in time") from None
+        else:
+            await slots.acquire()
+        try:
+            parts = [method, b" ", target, b" HTTP/1.1\r\n"]
+            for name, value in headers:
+                parts += (_check_field(name), b": ", _check_field(value), b"\r\n")
+            parts += (b"\r\n", body)
+            data = b"".join(parts)
+            connection = self._take(origin)
+            if connection is None:
+                connection = await self._connect(origin)
+            try:
+                answer = await connection.exchange(data, timeout_s)
             except BaseException:
-                with contextlib.suppress(Exception):
-                    await connection.aclose()
+                self._discard(connection)
                 raise
-            if connection.is_idle():
-                self._idle.setdefault(key, []).append(connection)
+            if connection.closed:
+                self._open.discard(connection)
             else:
-                await connection.aclose()
-            return PoolAnswer(response.status, response.headers, body)
+                connection.expires = time.monotonic() + KEEPALIVE_S
+                self._idle.setdefault(origin, []).append(connection)
+            return answer
         finally:
-            self._slots.release()
+            slots.release()
 
-    async def _take(self, key: _Key) -> httpcore2.AsyncHTTPConnection | None:
-        idle = self._idle.get(key)
+    def _take(self, origin: Origin) -> _Connection | None:
+        idle = self._idle.get(origin)
+        if not idle:
+            return None
         # LIFO reuse leaves the oldest idle connections at the bottom after a burst: close
-        # one of them per request once expired (or closed by the server), so they do not
-        # sit in CLOSE_WAIT holding descriptors.
-        if idle and len(idle) > 1 and idle[0].has_expired():
-            with contextlib.suppress(Exception):
-                await idle.pop(0).aclose()
+        # one of them per request once expired, so they do not sit holding descriptors.
+        if len(idle) > 1 and not idle[0].reusable:
+            self._discard(idle.pop(0))
         while idle:
             connection = idle.pop()
-            if connection.is_idle() and not connection.has_expired():
+            if connection.reusable:
                 return connection
-            await connection.aclose()
+            self._discard(connection)
         return None
 
+    async def _connect(self, origin: Origin) -> _Connection:
+        scheme, host, port = origin
+        name = host.decode("ascii")
+        tls = self._ssl if scheme == b"https" else None
+        if scheme == b"https" and tls is None:
+            tls = ssl.create_default_context()
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                _, connection = await loop.create_connection(
+                    _Connection,
+                    name.strip("[]"),
+                    port,
+                    ssl=tls,
+                    server_hostname=name.strip("[]") if tls is not None else None,
+                )
+        except TimeoutError:
+            raise httpcore2.ConnectTimeout(f"connecting to {name}:{port} timed out") from None
+        except (OSError, ssl.SSLError) as exc:
+            raise httpcore2.ConnectError(f"cannot connect to {name}:{port}: {exc}") from exc
+        self._open.add(connection)
+        return connection
+
+    def _discard(self, connection: _Connection) -> None:
+        self._open.discard(connection)
+        with contextlib.suppress(Exception):
+            connection.close()
+
+    @property
+    def connections(self) -> int:
+        """Open connections, idle or in use."""
+        return len(self._open)
+
     async def aclose(self) -> None:
-        idle, self._idle = self._idle, {}
-        for connections in idle.values():
-            for connection in connections:
-                with contextlib.suppress(Exception):
-                    await connection.aclose()
+        """Close every connection, those in use too (their exchanges fail)."""
+        self._idle = {}
+        open_, self._open = self._open, set()
+        for connection in open_:
+            with contextlib.suppress(Exception):
+                connection.close()
+        await asyncio.sleep(0)  # let the transports run connection_lost
