@@ -57,6 +57,7 @@ __all__ = [
     "read_lines",
     "read_rooms",
     "settle_hold",
+    "settle_later",
     "try_hold",
 ]
 
@@ -185,6 +186,10 @@ class CallRecord:
     overrun: bool = False
     rounds: int = 0
     room_reads: int = 0
+    #: Commit without waiting for it (``drive_call`` starts it as a task, ``settling``):
+    #: the answer can go out while the ledger writes. Whoever set this awaits ``settling``.
+    defer_commit: bool = False
+    settling: asyncio.Task[None] | None = None
 
 
 async def drive_call(
@@ -223,7 +228,10 @@ async def drive_call(
                     value = await send(op.kwargs)
                 elif kind is Commit:
                     assert isinstance(op, Commit)
-                    await settle(enforcer, op.hold, op.actual, record)
+                    if record.defer_commit and record.settling is None:
+                        record.settling = settle_later(enforcer, op.hold, op.actual, record)
+                    else:
+                        await settle(enforcer, op.hold, op.actual, record)
                 elif kind is ReadRoom:
                     record.room_reads += 1
                     rooms = await read_rooms(
@@ -243,7 +251,8 @@ async def drive_call(
                 error = exc
     except BaseException:
         hold = record.hold
-        if hold is not None and not hold.settled:  # a bug between ops: never leak the hold
+        # a bug between ops: never leak the hold (a deferred commit is settling it)
+        if hold is not None and not hold.settled and record.settling is None:
             background(hold.arelease())
         raise
 
@@ -256,6 +265,27 @@ async def settle(
     record.charged = units
     record.overrun = any(units.get(dim, 0) > amount for dim, amount in hold.amounts.items())
     await settle_hold(enforcer, hold, actual)
+
+
+def settle_later(
+    enforcer: Enforcer, hold: Hold, actual: Mapping[str, Any] | None, record: CallRecord
+) -> asyncio.Task[None]:
+    """
+    ``settle`` as a task nobody can cancel (``background``): ``record.charged`` and
+    ``record.overrun`` are set now, the ledger write runs meanwhile. A settlement the
+    ledger refuses is logged, as the procedure itself would (the TTL frees the hold).
+    """
+    units = enforcer.to_units(actual) if actual is not None else dict(hold.amounts)
+    record.charged = units
+    record.overrun = any(units.get(dim, 0) > amount for dim, amount in hold.amounts.items())
+    return background(_settle_logged(enforcer, hold, actual))
+
+
+async def _settle_logged(enforcer: Enforcer, hold: Hold, actual: Mapping[str, Any] | None) -> None:
+    try:
+        await settle_hold(enforcer, hold, actual)
+    except Exception as exc:
+        log.error("execbudget: could not settle hold %s: %s", hold.rid, exc)
 
 
 #: Seconds between the background retries of a settlement the ledger refused.

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from typing import Any, cast
+from typing import Any, Final, cast
 
 import httpx2
 from starlette.applications import Starlette
@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..clock import SYSTEM_CLOCK
 from ..enforcer import Enforcer
@@ -41,6 +42,9 @@ from .upstream import UpstreamPool
 __all__ = ["Gateway", "create_app"]
 
 log = logging.getLogger("execbudget.gateway")
+
+#: Seconds a shutdown waits for settlements still writing to the ledger.
+SETTLE_GRACE_S: Final = 10.0
 
 #: One model per tokenizer family the gateway counts with (o200k, cl100k, Claude's estimate).
 _WARM_MODELS = ("gpt-4o-mini", "gpt-4", "claude-3-5-haiku-latest")
@@ -101,6 +105,7 @@ class Gateway:
         self.metrics = GatewayMetrics()
         self._kill_watch: KillWatch | None = None
         self._reaper: asyncio.Task[None] | None = None
+        self._settling: set[asyncio.Task[None]] = set()
         self._closed = False
 
     # -- shared services -----------------------------------------------------------------
@@ -135,8 +140,16 @@ class Gateway:
             except Exception as exc:  # keep reaping after an outage
                 log.warning("reaping expired holds failed: %s", exc)
 
+    def track(self, settling: asyncio.Task[None]) -> None:
+        """A settlement still writing to the ledger: ``aclose`` waits for it."""
+        if not settling.done():
+            self._settling.add(settling)
+            settling.add_done_callback(self._settling.discard)
+
     async def aclose(self) -> None:
         self._closed = True
+        if self._settling:  # no hold is left behind by a shutdown
+            await asyncio.wait(set(self._settling), timeout=SETTLE_GRACE_S)
         if self._reaper is not None:
             self._reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -255,7 +268,7 @@ def create_app(
     route upstream calls to an in-process ASGI app).
     """
     from .admin import admin_routes
-    from .routes import model_routes
+    from .routes import model_endpoints, model_routes
 
     gateway = Gateway(config, transport=transport)
 
@@ -268,16 +281,38 @@ def create_app(
         finally:
             await gateway.aclose()
 
+    endpoints = model_endpoints()
     routes: list[Any] = [
-        *model_routes(),
+        *model_routes(endpoints),
         *admin_routes(),
         Route("/metrics", _metrics, methods=["GET"]),
         Route("/healthz", _health, methods=["GET"]),
     ]
-    app = Starlette(
+    app = _GatewayApp(
         routes=routes,
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_error},
     )
     app.state.gateway = gateway
+    app.fast = dict(endpoints)
     return app
+
+
+class _GatewayApp(Starlette):
+    """
+    Starlette, with the model calls' POSTs handed straight to their endpoint: no router
+    scan, no middleware layers around each ``send`` (the endpoints answer every failure
+    themselves). Everything else, other methods on those paths included, goes through
+    Starlette.
+    """
+
+    fast: dict[str, ASGIApp]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            endpoint = self.fast.get(scope["path"])
+            if endpoint is not None:
+                scope["app"] = self
+                await endpoint(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)

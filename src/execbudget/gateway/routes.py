@@ -26,6 +26,7 @@ import httpx2
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from ..errors import BudgetExceeded, LedgerUnavailable, UnpricedModelError
 from ..invocation.engine import (
@@ -365,18 +366,71 @@ def _sent_max(api: Api, kwargs: Mapping[str, Any]) -> int | None:
 async def model_call(
     request: Request, api: Api, dialect: Dialect, path: str, provider: str
 ) -> Response:
+    """One model call, answered once its settlement has landed (see ``ModelEndpoint``)."""
     gateway: Gateway = request.app.state.gateway
+    response, ex = await _answer(gateway, request, api, dialect, path, provider)
+    if ex.record.settling is not None:
+        await _settled_in_ledger(ex)
+    if not isinstance(response, GuardedStream):
+        _log(gateway, ex)
+    return response
+
+
+class ModelEndpoint:
+    """
+    The ASGI app of one model route. The answer goes out first; the settlement's ledger
+    write (started before it, as a task nobody cancels) is awaited after, so it is not on
+    the client's path. A client that disconnects does not stop the settlement, and the
+    gateway's shutdown awaits any still running (``Gateway.aclose``).
+    """
+
+    __slots__ = ("api", "dialect", "path", "provider")
+
+    def __init__(self, api: Api, dialect: Dialect, path: str, provider: str) -> None:
+        self.api, self.dialect, self.path, self.provider = api, dialect, path, provider
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        gateway: Gateway = scope["app"].state.gateway
+        response, ex = await _answer(
+            gateway, request, self.api, self.dialect, self.path, self.provider
+        )
+        if not isinstance(response, GuardedStream):
+            _log(gateway, ex)
+        try:
+            await response(scope, receive, send)
+        finally:
+            if ex.record.settling is not None:
+                await _settled_in_ledger(ex)
+
+
+async def _settled_in_ledger(ex: Exchange) -> None:
+    task = ex.record.settling
+    assert task is not None
+    # shielded: a cancelled request task (server shutdown) leaves the write running; the
+    # gateway's aclose awaits it
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.shield(task)
+
+
+async def _answer(
+    gateway: Gateway, request: Request, api: Api, dialect: Dialect, path: str, provider: str
+) -> tuple[Response, Exchange]:
+    """The response of one model call and its exchange record; never raises."""
     gateway.start()
     ex = Exchange(path)
-    streaming = False
+    ex.record.defer_commit = True
     try:
         response = await _model_call(gateway, request, api, dialect, path, provider, ex)
-        streaming = isinstance(response, _StreamResponse)
-        return response.inner if isinstance(response, _StreamResponse) else response
+        if ex.record.settling is not None:
+            gateway.track(ex.record.settling)
+        return (response.inner if isinstance(response, _StreamResponse) else response), ex
     except Exception:  # a bug: answer 500 in the dialect's shape, keep serving
         log.exception("gateway error on %s", path)
         hold = ex.record.hold
-        if hold is not None and not hold.settled:
+        if ex.record.settling is not None:
+            gateway.track(ex.record.settling)
+        elif hold is not None and not hold.settled:
             with contextlib.suppress(Exception):  # the TTL frees it if the ledger is down too
                 await hold.arelease()
         ex.status = 500
@@ -387,10 +441,7 @@ async def model_call(
             "the gateway failed on this request; see its logs",
             code="gateway_error",
             retry=None,
-        )
-    finally:
-        if not streaming:
-            _log(gateway, ex)
+        ), ex
 
 
 @dataclass(slots=True)
@@ -787,12 +838,25 @@ def _line_json(book: LineBooks, currency: str) -> dict[str, Any]:
     }
 
 
-def model_routes() -> list[Route]:
-    def call(api: Api, dialect: Dialect, path: str, provider: str) -> Any:
-        async def endpoint(request: Request) -> Response:
-            return await model_call(request, api, dialect, path, provider)
+#: The model routes: (path, api, dialect, provider).
+MODEL_ROUTES: Final = (
+    ("/v1/chat/completions", CHAT, "openai", "openai"),
+    ("/v1/responses", RESPONSES, "openai", "openai"),
+    ("/v1/embeddings", EMBEDDINGS, "openai", "openai"),
+    ("/v1/messages", MESSAGES, "anthropic", "anthropic"),
+)
 
-        return endpoint
+
+def model_endpoints() -> dict[str, ModelEndpoint]:
+    """The ASGI app of each model route's POST, by path."""
+    return {
+        path: ModelEndpoint(api, dialect, path, provider)  # type: ignore[arg-type]
+        for path, api, dialect, provider in MODEL_ROUTES
+    }
+
+
+def model_routes(endpoints: Mapping[str, ModelEndpoint] | None = None) -> list[Route]:
+    endpoints = endpoints if endpoints is not None else model_endpoints()
 
     def free(dialect: Dialect, path: str, provider: str) -> Any:
         async def endpoint(request: Request) -> Response:
@@ -801,24 +865,7 @@ def model_routes() -> list[Route]:
         return endpoint
 
     return [
-        Route(
-            "/v1/chat/completions",
-            call(CHAT, "openai", "/v1/chat/completions", "openai"),
-            methods=["POST"],
-        ),
-        Route(
-            "/v1/responses", call(RESPONSES, "openai", "/v1/responses", "openai"), methods=["POST"]
-        ),
-        Route(
-            "/v1/embeddings",
-            call(EMBEDDINGS, "openai", "/v1/embeddings", "openai"),
-            methods=["POST"],
-        ),
-        Route(
-            "/v1/messages",
-            call(MESSAGES, "anthropic", "/v1/messages", "anthropic"),
-            methods=["POST"],
-        ),
+        *(Route(path, app, methods=["POST"]) for path, app in endpoints.items()),
         Route(
             "/v1/messages/count_tokens",
             free("anthropic", "/v1/messages/count_tokens", "anthropic"),

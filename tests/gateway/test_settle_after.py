@@ -1,0 +1,134 @@
+"""
+The settlement of a whole (non-streamed) call is written after the answer leaves: the hold
+is still always settled, whatever the client does, and a shutdown waits for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from execbudget.testing import FakeProvider
+
+from ._harness import ACME_KEY, line
+from .conftest import AsgiFactory
+
+CHAT = "/v1/chat/completions"
+BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8}
+POLICY = {"scopes": [{"match": "org:*", "limits": {"cost": "5 USD"}}]}
+
+
+class _SlowSettle:
+    """Holds every settlement of ``storage`` until ``go`` is set; counts those that landed."""
+
+    def __init__(self, storage: Any) -> None:
+        self.go = asyncio.Event()
+        self.started = asyncio.Event()
+        self.landed = 0
+        self._settle = storage.settle
+        storage.settle = self.settle  # the instance attribute shadows the method
+
+    async def settle(self, *args: Any, **kwargs: Any) -> Any:
+        self.started.set()
+        await self.go.wait()
+        outcome = await self._settle(*args, **kwargs)
+        self.landed += 1
+        return outcome
+
+
+def _scope() -> dict[str, Any]:
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": CHAT,
+        "raw_path": CHAT.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [
+            (b"host", b"gateway"),
+            (b"content-type", b"application/json"),
+            (b"authorization", f"Bearer {ACME_KEY}".encode()),
+        ],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 2),
+    }
+
+
+async def _receive() -> dict[str, Any]:
+    return {"type": "http.request", "body": json.dumps(BODY).encode(), "more_body": False}
+
+
+async def test_the_answer_leaves_before_the_settlement_is_written(
+    asgi_factory: AsgiFactory, fake_provider: FakeProvider
+) -> None:
+    gw = asgi_factory(POLICY)
+    slow = _SlowSettle(gw.gateway.ledger.storage)
+    sent: list[dict[str, Any]] = []
+    answered = asyncio.Event()
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+        if message["type"] == "http.response.body" and not message.get("more_body"):
+            answered.set()
+
+    call = asyncio.ensure_future(gw.app(_scope(), _receive, send))
+    await asyncio.wait_for(answered.wait(), 10)
+    assert sent[0]["status"] == 200
+    headers = dict(sent[0]["headers"])
+    # the headers already say what the settlement charges and gives back
+    assert b"x-execbudget-charged-cost" in headers and b"x-execbudget-remaining-cost" in headers
+    assert not call.done() and slow.landed == 0  # the request waits for its settlement
+    assert len(gw.gateway.sync_ledger.holds()) == 1
+    slow.go.set()
+    await asyncio.wait_for(call, 10)
+    assert slow.landed == 1
+    assert gw.gateway.sync_ledger.holds() == []
+    org = line(gw.gateway.sync_ledger, "org:acme", "cost")
+    assert org is not None and org.spent > 0 and org.held == 0
+
+
+async def test_a_client_gone_before_the_answer_still_settles(
+    asgi_factory: AsgiFactory, fake_provider: FakeProvider
+) -> None:
+    gw = asgi_factory(POLICY)
+
+    async def send(message: dict[str, Any]) -> None:
+        raise OSError("the client went away")
+
+    try:
+        await gw.app(_scope(), _receive, send)
+    except OSError:
+        pass
+    assert gw.gateway.sync_ledger.holds() == []
+    org = line(gw.gateway.sync_ledger, "org:acme", "cost")
+    assert org is not None and org.spent > 0 and org.held == 0
+    assert len(fake_provider.requests) == 1
+
+
+async def test_shutdown_waits_for_settlements_still_being_written(
+    asgi_factory: AsgiFactory, fake_provider: FakeProvider
+) -> None:
+    gw = asgi_factory(POLICY)
+    slow = _SlowSettle(gw.gateway.ledger.storage)
+    answered = asyncio.Event()
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body":
+            answered.set()
+
+    call = asyncio.ensure_future(gw.app(_scope(), _receive, send))
+    await asyncio.wait_for(answered.wait(), 10)
+    await asyncio.wait_for(slow.started.wait(), 10)
+    call.cancel()  # the server gives up on the request task (shutdown)
+    await asyncio.gather(call, return_exceptions=True)
+    assert slow.landed == 0
+    closing = asyncio.ensure_future(gw.gateway.aclose())
+    await asyncio.sleep(0.1)
+    assert not closing.done()  # the ledger is not closed under a settlement
+    slow.go.set()
+    await asyncio.wait_for(closing, 10)
+    assert slow.landed == 1
