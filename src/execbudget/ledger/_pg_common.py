@@ -365,6 +365,39 @@ def settle_args(
     return (rid, mode.value, text_array(list(actual)), int_array(list(actual.values())), now_ms)
 
 
+# -- the hot path's own statements -------------------------------------------------
+# reserve and settle run on a connection of their own as statements prepared once, sent
+# and read through libpq directly: psycopg's cursor (query conversion, per-parameter
+# dumpers, its prepared-statement cache) and the pool's checkout were about two thirds
+# of the client's CPU per pair.
+RESERVE_STATEMENT: Final = b"eb_reserve"
+SETTLE_STATEMENT: Final = b"eb_settle"
+
+
+def numbered(query: str) -> str:
+    """A query's ``%s`` placeholders as ``$1``, ``$2``, … (schema names have no ``%``)."""
+    parts = query.split("%s")
+    return parts[0] + "".join(f"${i}{part}" for i, part in enumerate(parts[1:], 1))
+
+
+def wire(params: Sequence[Any]) -> list[bytes | None]:
+    """
+    Parameters in the text format, for a statement prepared without parameter types (the
+    server takes each type from the function's signature or the query's cast).
+    """
+    out: list[bytes | None] = []
+    for value in params:
+        if value is None:
+            out.append(None)
+        elif value is True:
+            out.append(b"t")
+        elif value is False:
+            out.append(b"f")
+        else:
+            out.append(str(value).encode())
+    return out
+
+
 # -- results --------------------------------------------------------------------------
 def _keys(scopes: Sequence[str], wins: Sequence[str], dims: Sequence[str]) -> list[LineKey]:
     return [LineKey(s, w, d) for s, w, d in zip(scopes, wins, dims, strict=True)]

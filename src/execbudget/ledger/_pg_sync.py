@@ -12,11 +12,16 @@ transaction and one round trip; the SQL and the argument and result handling liv
 
 from __future__ import annotations
 
+import os
 import threading
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Literal
 
 import psycopg
+from psycopg import generators, pq
+from psycopg.adapt import Transformer
+from psycopg.errors import error_from_result
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
 from ..clock import Clock
@@ -35,6 +40,28 @@ from ._types import (
 )
 
 _Fetch = Literal["one", "all", "count"]
+
+#: Storages alive in this process, so a forked child drops their hot-path connections
+#: (psycopg never closes a connection from a process other than its creator's).
+_LIVE: weakref.WeakSet[PostgresStorage] = weakref.WeakSet()
+
+
+def _after_fork() -> None:
+    for storage in list(_LIVE):
+        storage._forget_hot()
+
+
+os.register_at_fork(after_in_child=_after_fork)
+
+
+class _Hot:
+    """The hot path's connection, with reserve and settle prepared on it."""
+
+    __slots__ = ("conn", "tx")
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self.conn = conn
+        self.tx = Transformer.from_context(conn)
 
 
 def installed_versions(conn: psycopg.Connection[Any], queries: pg.Queries) -> set[str]:
@@ -106,6 +133,13 @@ class PostgresStorage:
             name=f"execbudget-{settings.schema}",
         )
         self._lock = threading.Lock()
+        # The hot path's own connection, taken with list.pop() and put back with append()
+        # (atomic for threads and tasks alike): an uncontended reserve or settle skips the
+        # pool and the cursor layer; a concurrent one takes a pooled connection instead.
+        # It is one connection more than pool_max, closed with the storage.
+        self._hot: list[_Hot] = []
+        self._hot_made = False
+        _LIVE.add(self)
         self._pool_open = False
         self._ready = False
         self._closed = False
@@ -195,6 +229,93 @@ class PostgresStorage:
     def _now(self) -> int | None:
         return None if self.clock is None else self.clock.now_ms()
 
+    # -- the hot path ---------------------------------------------------------------
+    def _call(self, name: bytes, query: str, params: Sequence[Any]) -> Any:
+        """
+        One row of the prepared statement ``name`` (``query``) on the hot connection, or
+        on a pooled one (as ``_query``) when another caller has it. A connection that
+        fails is closed and the call runs once more, as ``_run`` does: reserve and settle
+        are idempotent by their rid.
+        """
+        self._ensure_ready()
+        values = pg.wire(params)
+        for attempt in (1, 2):
+            hot: _Hot | None
+            try:
+                hot = self._hot.pop()
+            except IndexError:
+                hot = self._new_hot()
+            if hot is None:
+                return self._query("one", query, params)
+            pgconn = hot.conn.pgconn
+            try:
+                pgconn.send_query_prepared(name, values)
+                results = hot.conn.wait(generators.execute(pgconn))
+                result = results[-1]
+                if result.status != pq.ExecStatus.TUPLES_OK:
+                    raise error_from_result(result)
+            except psycopg.Error as exc:
+                if pgconn.status == pq.ConnStatus.OK:
+                    self._hot.append(hot)  # an error answer: the connection is in step
+                    raise
+                self._drop_hot(hot)
+                if attempt == 2 or not isinstance(exc, psycopg.OperationalError):
+                    raise
+                continue
+            except BaseException:
+                # Interrupted between the send and the reply: start afresh.
+                self._drop_hot(hot)
+                raise
+            try:
+                hot.tx.set_pgresult(result)
+                return hot.tx.load_row(0, tuple)
+            finally:
+                if self._closed:
+                    hot.conn.close()  # closed while this call ran
+                else:
+                    self._hot.append(hot)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _new_hot(self) -> _Hot | None:
+        """The hot connection, made on first use; None: another caller has it, or it
+        cannot be made now (the pool's path then runs the call, or says what is wrong)."""
+        if self._hot_made or self._closed:
+            return None
+        self._hot_made = True
+        kwargs = self.settings.connect_kwargs()
+        if "connect_timeout" not in psycopg.conninfo.conninfo_to_dict(self.settings.conninfo):
+            # no longer than the pool would wait for a connection
+            kwargs.setdefault("connect_timeout", max(1, round(self.settings.timeout_s)))
+        try:
+            conn = psycopg.Connection.connect(self.settings.conninfo, **kwargs)
+        except psycopg.Error:
+            self._hot_made = False
+            return None
+        try:
+            self._configure(conn)
+            for name, query in (
+                (pg.RESERVE_STATEMENT, self.sql.reserve),
+                (pg.SETTLE_STATEMENT, self.sql.settle),
+            ):
+                conn.pgconn.send_prepare(name, pg.numbered(query).encode())
+                (result,) = conn.wait(generators.execute(conn.pgconn))
+                if result.status != pq.ExecStatus.COMMAND_OK:
+                    raise error_from_result(result)
+        except BaseException:
+            self._hot_made = False
+            conn.close()
+            raise
+        return _Hot(conn)
+
+    def _drop_hot(self, hot: _Hot) -> None:
+        self._hot_made = False
+        hot.conn.close()
+
+    def _forget_hot(self) -> None:
+        """In a forked child: the parent's connection is not ours to use."""
+        self._hot = []
+        self._hot_made = False
+
     # -- operations -----------------------------------------------------------------
     def reserve(
         self,
@@ -206,13 +327,14 @@ class PostgresStorage:
         charge_now: bool = False,
     ) -> ReserveOutcome:
         args = pg.reserve_args(rid, lines, ttl_ms, on_expiry, charge_now, self._now())
-        return pg.reserve_outcome(self._query("one", self.sql.reserve, args), lines)
+        row = self._call(pg.RESERVE_STATEMENT, self.sql.reserve, args)
+        return pg.reserve_outcome(row, lines)
 
     def settle(
         self, rid: str, mode: SettleMode, actual: Mapping[str, int] | None = None
     ) -> SettleOutcome:
         args = pg.settle_args(rid, mode, actual, self._now())
-        return pg.settle_outcome(self._query("one", self.sql.settle, args))
+        return pg.settle_outcome(self._call(pg.SETTLE_STATEMENT, self.sql.settle, args))
 
     def extend(self, rid: str, ttl_ms: int) -> bool:
         count = self._query("count", self.sql.extend, (self._now(), ttl_ms, rid))
@@ -266,4 +388,7 @@ class PostgresStorage:
 
     def close(self) -> None:
         self._closed = True
+        hot, self._hot = self._hot, []
+        for each in hot:
+            each.conn.close()
         self._pool.close()
