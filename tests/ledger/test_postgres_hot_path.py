@@ -137,3 +137,19 @@ def test_async_face_uses_the_hot_path(schema: str) -> None:
             assert org is not None and org.spent == 40 and org.held == 0
 
     asyncio.run(main())
+
+
+def test_prepare_threshold_none_prepares_nothing(schema: str) -> None:
+    """Behind PgBouncer in transaction mode (< 1.21) no named statement may be made."""
+    storage = PostgresStorage.from_url(url_with(schema=schema, prepare_threshold="none"))
+    try:
+        ledger = Ledger(storage)
+        for _ in range(3):
+            ledger.commit(ledger.reserve(chain(0)), {"cost": 5})
+        (hot,) = storage._hot
+        cur = hot.conn.execute("SELECT count(*) FROM pg_prepared_statements", prepare=False)
+        assert cur.fetchone() == (0,)
+        (org,) = ledger.read_lines([ORG])
+        assert org is not None and org.spent == 15 and org.held == 0
+    finally:
+        storage.close()

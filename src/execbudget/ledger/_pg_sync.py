@@ -139,6 +139,13 @@ class PostgresStorage:
         # It is one connection more than pool_max, closed with the storage.
         self._hot: list[_Hot] = []
         self._hot_made = False
+        # prepare_threshold=none (PgBouncer in transaction mode before 1.21): no named
+        # statements, each call sends its SQL (one round trip all the same).
+        self._named = settings.prepare_threshold is not None
+        self._hot_sql = {
+            pg.RESERVE_STATEMENT: pg.numbered(self.sql.reserve).encode(),
+            pg.SETTLE_STATEMENT: pg.numbered(self.sql.settle).encode(),
+        }
         _LIVE.add(self)
         self._pool_open = False
         self._ready = False
@@ -249,7 +256,10 @@ class PostgresStorage:
                 return self._query("one", query, params)
             pgconn = hot.conn.pgconn
             try:
-                pgconn.send_query_prepared(name, values)
+                if self._named:
+                    pgconn.send_query_prepared(name, values)
+                else:
+                    pgconn.send_query_params(self._hot_sql[name], values)
                 results = hot.conn.wait(generators.execute(pgconn))
                 result = results[-1]
                 if result.status != pq.ExecStatus.TUPLES_OK:
@@ -293,11 +303,8 @@ class PostgresStorage:
             return None
         try:
             self._configure(conn)
-            for name, query in (
-                (pg.RESERVE_STATEMENT, self.sql.reserve),
-                (pg.SETTLE_STATEMENT, self.sql.settle),
-            ):
-                conn.pgconn.send_prepare(name, pg.numbered(query).encode())
+            for name, query in self._hot_sql.items() if self._named else ():
+                conn.pgconn.send_prepare(name, query)
                 (result,) = conn.wait(generators.execute(conn.pgconn))
                 if result.status != pq.ExecStatus.COMMAND_OK:
                     raise error_from_result(result)

@@ -15,7 +15,9 @@ log is the append-only ``eb_event`` table.
     postgresql://user@host:5432/db?schema=execbudget&synchronous_commit=on
         schema              tables and functions live here (default ``execbudget``)
         synchronous_commit  on (default) | off | local | remote_write | remote_apply
-        pool_min, pool_max  connections per storage object (default 1 and 10)
+        pool_min, pool_max  pooled connections per storage object (default 1 and 10);
+                            reserve and settle also have one connection of their own,
+                            opened on first use (a concurrent call takes a pooled one)
         timeout             seconds to wait for a connection before failing closed (5)
         prepare_threshold   0 (default: prepare at once) | N | none (PgBouncer < 1.21)
         migrate             auto (default: migrate on first use) | off (refuse instead)
