@@ -2,10 +2,14 @@
 The gateway's cost and effect, against the fake provider in a child process.
 
     python -m bench.bench_gateway [--seconds S] [--quick] [--ledger URL]
+        [--only latency|throughput|overshoot] [--floors]
 
 1. **Added latency** at a fixed request rate (open loop, 200 requests/s through the gateway
    and 200/s straight to the fake provider, interleaved so load and drift hit both alike):
-   p50 and p99 of each and their difference. One gateway process, Redis ledger.
+   p50 and p99 of each and their difference. One gateway process, Redis ledger. Then the
+   **floors**, measured the same way (with the whole run, or ``--only latency --floors``): a
+   null proxy (the gateway's server stack and upstream pool, no budget logic) and a bare
+   ASGI app (a canned answer): how much of the added latency is the hop itself.
 2. **Throughput**: closed loop, 32 connections, non-streaming chat calls through 1 and 2
    gateway processes on the Redis ledger; requests/s and latency percentiles.
 3. **Hold before vs charge after**, side by side on the same load: 48 concurrent clients
@@ -271,6 +275,98 @@ def serve_posthoc(args: argparse.Namespace) -> int:
     config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off")
     uvicorn.Server(config).run(sockets=[socket.socket(fileno=args.fd)])
     return 0
+
+
+# -- floors: the hop without the gateway -----------------------------------------------------
+def serve_floor(args: argparse.Namespace) -> int:
+    """
+    The floors of the added latency, on the gateway's own server stack (uvicorn with
+    uvloop and httptools, a raw ASGI app): ``null`` forwards each request to the fake
+    provider through the gateway's upstream pool (``KeepAlivePool``) and returns its
+    answer, with no budget logic at all; ``bare`` answers a canned chat completion without
+    any upstream call (what the server alone costs).
+    """
+    import httpcore2
+    import uvicorn
+
+    from execbudget.gateway.pool import KeepAlivePool
+
+    canned = json.dumps(
+        {"id": "chatcmpl-floor", "object": "chat.completion", "created": 0, "model": MODEL,
+         "choices": [{"index": 0, "message": {"role": "assistant", "content": "x " * 16},
+                      "finish_reason": "stop"}],
+         "usage": {"prompt_tokens": 12, "completion_tokens": 16, "total_tokens": 28}}
+    ).encode()  # fmt: skip
+    pool = KeepAlivePool(512, None)
+    url = httpcore2.URL(f"{args.upstream}/v1/chat/completions")
+    origin = (url.scheme, url.host, url.port or 80)
+    host = url.host + b":" + str(url.port or 80).encode()
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        out = canned
+        if args.serve_floor == "null" and scope["path"] != "/healthz":
+            headers = [(b"host", host), (b"content-type", b"application/json"),
+                       (b"content-length", str(len(body)).encode())]  # fmt: skip
+            answer = await pool.request(origin, b"POST", url.target, headers, body, timeout_s=60)
+            out = answer.body
+        await send(
+            {"type": "http.response.start", "status": 200,
+             "headers": [(b"content-type", b"application/json"),
+                         (b"content-length", str(len(out)).encode())]}
+        )  # fmt: skip
+        await send({"type": "http.response.body", "body": out})
+
+    config = uvicorn.Config(
+        app, log_config=None, access_log=False, lifespan="off", loop="auto", http="auto"
+    )
+    uvicorn.Server(config).run(sockets=[socket.socket(fileno=args.fd)])
+    return 0
+
+
+def floor_latency(fake: FakeProvider, seconds: float, rate: float) -> list[dict[str, Any]]:
+    """Added latency of the floors (``serve_floor``), measured as ``added_latency`` is."""
+    out = []
+    for mode in ("null", "bare"):
+        child = Child([sys.executable, "-m", "bench.bench_gateway", "--serve-floor", mode,
+                       "--upstream", fake.base_url])  # fmt: skip
+        child.wait()
+        load_before = _load()
+        try:
+            targets = [("127.0.0.1", fake.port, b""), ("127.0.0.1", child.port, b"")]
+            asyncio.run(open_loop(targets, rate, 1.0))
+            direct, through = asyncio.run(open_loop(targets, rate, seconds))
+        finally:
+            child.stop()
+        direct.sort()
+        through.sort()
+        p = {q: (percentile(direct, q), percentile(through, q)) for q in (0.5, 0.9, 0.99)}
+        out.append(
+            emit(
+                "gateway.added_latency_floor",
+                mode={
+                    "null": "null proxy (same server and upstream pool, no budget logic)",
+                    "bare": "bare ASGI app (canned answer, no upstream call)",
+                }[mode],
+                rate_per_s=rate,
+                requests=len(through),
+                direct_p50_ms=round(p[0.5][0] * 1000, 3),
+                p50_ms=round(p[0.5][1] * 1000, 3),
+                added_p50_ms=round((p[0.5][1] - p[0.5][0]) * 1000, 3),
+                added_p90_ms=round((p[0.9][1] - p[0.9][0]) * 1000, 3),
+                added_p99_ms=round((p[0.99][1] - p[0.99][0]) * 1000, 3),
+                load_before=load_before,
+                load_after=_load(),
+            )
+        )
+    return out
 
 
 # -- load ------------------------------------------------------------------------------------
@@ -570,7 +666,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="3-second runs")
     parser.add_argument("--ledger", help="ledger URL (default: Redis, else SQLite)")
     parser.add_argument("--only", choices=["latency", "throughput", "overshoot"])
+    parser.add_argument(
+        "--floors", action="store_true", help="with the latency part: also the floors"
+    )
     parser.add_argument("--serve-posthoc", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-floor", choices=["null", "bare"], help=argparse.SUPPRESS)
     parser.add_argument("--upstream", help=argparse.SUPPRESS)
     parser.add_argument("--redis", help=argparse.SUPPRESS)
     parser.add_argument("--prefix", help=argparse.SUPPRESS)
@@ -579,6 +679,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.serve_posthoc:
         return serve_posthoc(args)
+    if args.serve_floor:
+        return serve_floor(args)
     seconds = 3.0 if args.quick else args.seconds
     redis_ok = _redis_ok()
     ledger = args.ledger or (
@@ -590,6 +692,8 @@ def main(argv: list[str] | None = None) -> int:
     with FakeProvider(process=True, output_tokens=16) as fake:
         if args.only in (None, "latency"):
             added_latency(fake, ledger, seconds, args.rate)
+            if args.floors or args.only is None:
+                floor_latency(fake, seconds, args.rate)
         if args.only in (None, "throughput"):
             for processes in (1, 2):
                 throughput(fake, ledger, processes, seconds)
