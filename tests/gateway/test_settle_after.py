@@ -9,6 +9,8 @@ import asyncio
 import json
 from typing import Any
 
+import pytest
+
 from execbudget.testing import FakeProvider
 
 from ._harness import ACME_KEY, line
@@ -99,10 +101,8 @@ async def test_a_client_gone_before_the_answer_still_settles(
     async def send(message: dict[str, Any]) -> None:
         raise OSError("the client went away")
 
-    try:
+    with pytest.raises(OSError):
         await gw.app(_scope(), _receive, send)
-    except OSError:
-        pass
     assert gw.gateway.sync_ledger.holds() == []
     org = line(gw.gateway.sync_ledger, "org:acme", "cost")
     assert org is not None and org.spent > 0 and org.held == 0
