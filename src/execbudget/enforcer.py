@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -260,6 +261,10 @@ class Enforcer:
             # the hot path (steps, retries, tool calls: small ints) skips the enum lookup
             if name in _COUNT_DIMS and type(value) is int and 0 <= value <= _MAX_UNITS:
                 units[name] = value
+                continue
+            # and a model call's cost, a Decimal: parse_money would print and re-read it
+            if name == "cost" and type(value) is Decimal and value.is_finite() and value >= 0:
+                units[name] = money_to_units(value)
                 continue
             dim = dimension(name)
             if dim is Dimension.COST:

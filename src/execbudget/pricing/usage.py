@@ -169,7 +169,10 @@ def _get(obj: Any, *path: str) -> Any:
 
 
 def _int(obj: Any, *path: str) -> int:
-    value = _get(obj, *path)
+    return _count(_get(obj, *path), path)
+
+
+def _count(value: Any, path: tuple[str, ...]) -> int:
     if value is None:
         return 0
     if type(value) is int:
@@ -177,6 +180,43 @@ def _int(obj: Any, *path: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigurationError(f"usage: {'.'.join(path)} must be an int, got {value!r}")
     return value
+
+
+def _view(obj: Any) -> Mapping[str, Any] | None:
+    """A mapping whose ``get(key)`` is ``_field(obj, key)`` for any key, or None."""
+    if type(obj) is dict:
+        return obj
+    kind = _read_kind(type(obj))
+    if kind == 3:
+        return obj  # type: ignore[no-any-return]
+    if kind == 1 or (kind == 2 and not getattr(obj, "__pydantic_extra__", None)):
+        found: dict[str, Any] = getattr(obj, "__dict__", _NO_FIELDS)
+        return found
+    return None
+
+
+def _sub(view: Mapping[str, Any], key: str, field: str) -> Any:
+    """``view[key].field`` (``None`` if absent), through ``_view`` when it can."""
+    obj = view.get(key)
+    if obj is None:
+        return None
+    inner = _view(obj)
+    return inner.get(field) if inner is not None else _field(obj, field)
+
+
+_NO_FIELDS: Final[dict[str, Any]] = {}
+_RESPONSES_NAMES: Final = (
+    ("input_tokens",),
+    ("output_tokens",),
+    ("input_tokens_details", "cached_tokens"),
+    ("output_tokens_details", "reasoning_tokens"),
+)
+_CHAT_NAMES: Final = (
+    ("prompt_tokens",),
+    ("completion_tokens",),
+    ("prompt_tokens_details", "cached_tokens"),
+    ("completion_tokens_details", "reasoning_tokens"),
+)
 
 
 def usage_from_openai(usage: Any) -> Usage:
@@ -189,18 +229,27 @@ def usage_from_openai(usage: Any) -> Usage:
     ``output_tokens_details``) and embeddings (``prompt_tokens`` only). OpenAI's totals
     already include the cached and reasoning parts.
     """
-    if _get(usage, "input_tokens") is not None or _get(usage, "output_tokens") is not None:
-        return Usage(
-            input_tokens=_int(usage, "input_tokens"),
-            output_tokens=_int(usage, "output_tokens"),
-            cache_read_tokens=_int(usage, "input_tokens_details", "cached_tokens"),
-            reasoning_tokens=_int(usage, "output_tokens_details", "reasoning_tokens"),
+    view = _view(usage)
+    if view is None:  # an object read through getattr
+        responses = (
+            _get(usage, "input_tokens") is not None or _get(usage, "output_tokens") is not None
         )
+        inputs, outputs, cached, reasoning = _RESPONSES_NAMES if responses else _CHAT_NAMES
+        return Usage(
+            input_tokens=_int(usage, *inputs),
+            output_tokens=_int(usage, *outputs),
+            cache_read_tokens=_int(usage, *cached),
+            reasoning_tokens=_int(usage, *reasoning),
+        )
+    # a dict or an SDK model: one read of its fields (the hot path of every settlement)
+    get = view.get
+    responses = get("input_tokens") is not None or get("output_tokens") is not None
+    inputs, outputs, cached, reasoning = _RESPONSES_NAMES if responses else _CHAT_NAMES
     return Usage(
-        input_tokens=_int(usage, "prompt_tokens"),
-        output_tokens=_int(usage, "completion_tokens"),
-        cache_read_tokens=_int(usage, "prompt_tokens_details", "cached_tokens"),
-        reasoning_tokens=_int(usage, "completion_tokens_details", "reasoning_tokens"),
+        input_tokens=_count(get(inputs[0]), inputs),
+        output_tokens=_count(get(outputs[0]), outputs),
+        cache_read_tokens=_count(_sub(view, *cached), cached),
+        reasoning_tokens=_count(_sub(view, *reasoning), reasoning),
     )
 
 
