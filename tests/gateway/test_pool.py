@@ -207,3 +207,12 @@ async def test_closing_the_pool_closes_connections_in_use(pools: list[UpstreamPo
         with pytest.raises(APIConnectionError):
             await asyncio.wait_for(call, 5)
         assert pool._lean.connections == 0
+
+
+async def test_a_connection_that_answered_twice_is_not_reused(pools: list[UpstreamPool]) -> None:
+    async with Upstream(lambda n: _answer() + _answer()) as upstream:
+        pools.append(pool := _pool(upstream.port))
+        for _ in range(2):
+            answer = await pool.send("openai", "POST", "/v1/chat/completions", [], {"a": 1})
+            assert answer.json() == {"ok": True}
+        assert upstream.connections == 2

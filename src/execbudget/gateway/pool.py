@@ -120,6 +120,9 @@ class _Connection(asyncio.Protocol):
         self._body.append(body)
 
     def on_message_complete(self) -> None:
+        if self._waiter is None:  # a second answer to one request: drop the connection
+            self.close()
+            return
         if 100 <= self._status < 200:  # an interim answer (100 Continue): the real one follows
             self._reset()
             return
@@ -147,6 +150,8 @@ class _Connection(asyncio.Protocol):
 
     async def exchange(self, data: bytes, timeout_s: float | None) -> PoolAnswer:
         assert self.transport is not None
+        if self.closed:  # the server hung up between the connect and now: nothing was sent
+            raise httpcore2.ConnectError("the upstream closed the connection before the request")
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[PoolAnswer] = loop.create_future()
         self._waiter = waiter

@@ -422,15 +422,11 @@ async def _answer(
     ex.record.defer_commit = True
     try:
         response = await _model_call(gateway, request, api, dialect, path, provider, ex)
-        if ex.record.settling is not None:
-            gateway.track(ex.record.settling)
         return (response.inner if isinstance(response, _StreamResponse) else response), ex
     except Exception:  # a bug: answer 500 in the dialect's shape, keep serving
         log.exception("gateway error on %s", path)
         hold = ex.record.hold
-        if ex.record.settling is not None:
-            gateway.track(ex.record.settling)
-        elif hold is not None and not hold.settled:
+        if ex.record.settling is None and hold is not None and not hold.settled:
             with contextlib.suppress(Exception):  # the TTL frees it if the ledger is down too
                 await hold.arelease()
         ex.status = 500
@@ -442,6 +438,9 @@ async def _answer(
             code="gateway_error",
             retry=None,
         ), ex
+    finally:  # cancelled too: the shutdown waits for the settlement
+        if ex.record.settling is not None:
+            gateway.track(ex.record.settling)
 
 
 @dataclass(slots=True)
