@@ -7,6 +7,13 @@ A model call is: authenticate → read and check the body (413/400, nothing held
 key's scope chain (403 for a model outside its allow-list) → the invocation layer's
 procedure (count, plan, hold on every scope and the gateway lines, send, settle) → the
 answer with the remaining budget of the tightest scope in ``x-execbudget-*`` headers.
+
+A whole (non-streamed) call's settlement is computed before the answer and written to
+the ledger while the answer goes out (``ModelEndpoint``): the headers already show the
+charge and the room it gives back, and a read of the ledger made the instant the answer
+arrives (``/v1/execbudget/budget``, another process) can still see the hold for the
+length of one ledger write. The settlement is never skipped: not on a client disconnect,
+not on shutdown.
 """
 
 from __future__ import annotations
@@ -295,8 +302,10 @@ def budget_headers(
 ) -> dict[str, str]:
     """
     ``x-execbudget-*``: the room left per dimension on the tightest scope (read after the
-    hold, corrected by what settlement gave back), what was held and charged, the
-    ``max_tokens`` sent.
+    hold, corrected by what settlement gives back), what was held and charged, the
+    ``max_tokens`` sent. For a whole call the settlement is computed, not yet written,
+    when these are sent (see the module docstring): they show the books as they will be
+    once it lands, which is what they showed before it was deferred.
     """
     currency = gateway.policy.currency
     record = ex.record
