@@ -9,6 +9,9 @@ settled, reaped or made by another connection or process.
 
 from __future__ import annotations
 
+import sqlite3
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -145,3 +148,20 @@ def test_the_memory_of_holds_is_bounded(tmp_path: Path) -> None:
         assert ledger.commit(rid, {"cost": 0}).status is SettleStatus.OK
     assert not storage._held
     assert _books(ledger) == {ORG: (0, 0), RUN: (0, 0)}
+
+
+def test_fail_fast_gives_up_at_once_and_a_later_plain_call_waits_again(tmp_path: Path) -> None:
+    """The no-wait mode outlives the block (fewer statements), but only for inline calls."""
+    storage = SQLiteStorage(tmp_path / "l.db", busy_timeout_ms=5_000)
+    ledger = Ledger(storage)
+    other = sqlite3.connect(tmp_path / "l.db", isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")  # another writer holds the file
+    with storage.fail_fast(), pytest.raises(sqlite3.OperationalError) as busy:
+        storage.reserve("r1", _chain(1), 60_000)
+    assert storage.is_busy(busy.value)
+    threading.Timer(0.3, lambda: other.execute("COMMIT")).start()
+    started = time.monotonic()
+    ledger.reserve(_chain(1), rid="r2")  # waits for the other writer, then grants
+    assert time.monotonic() - started >= 0.25
+    assert ledger.hold("r2") is not None and ledger.hold("r1") is None
+    other.close()
