@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
 
 from execbudget.gateway import GatewayConfig, KeyStore, parse_upstreams
+from execbudget.gateway.pool import KeepAlivePool
 from execbudget.gateway.upstream import (
     APIConnectionError,
     APIStatusError,
@@ -216,3 +219,79 @@ async def test_a_connection_that_answered_twice_is_not_reused(pools: list[Upstre
             answer = await pool.send("openai", "POST", "/v1/chat/completions", [], {"a": 1})
             assert answer.json() == {"ok": True}
         assert upstream.connections == 2
+
+
+async def test_a_stray_answer_begun_in_the_same_read_is_never_served_to_the_next_request(
+    pools: list[UpstreamPool],
+) -> None:
+    # The read that carries answer 1 also carries the head and part of a second answer
+    # nobody asked for: the connection is mid-message and must not go back to the pool.
+    stray = b'HTTP/1.1 200 OK\r\ncontent-length: 12\r\n\r\n{"stale"'
+    for partial in (stray, b"HTTP/1.1 2"):
+        nxt = _answer(b'{"next":true}')
+        ups: list[Upstream] = []
+
+        def script(
+            n: int, partial: bytes = partial, nxt: bytes = nxt, ups: list[Upstream] = ups
+        ) -> bytes:
+            if ups[0].connections > 1:  # a new connection: a clean answer
+                return nxt
+            return _answer() + partial if n == 1 else b":true}" + nxt  # the stray one's rest
+
+        async with Upstream(script) as upstream:
+            ups.append(upstream)
+            pools.append(pool := _pool(upstream.port))
+            first = await pool.send("openai", "POST", "/v1/chat/completions", [], {"a": 1})
+            assert first.json() == {"ok": True}
+            second = await pool.send("openai", "POST", "/v1/chat/completions", [], {"a": 2})
+            assert second.json() == {"next": True}
+            assert upstream.connections == 2
+
+
+async def _timed(pool: Any, port: int, timeout_s: float) -> tuple[float, BaseException | int]:
+    """One request of ``KeepAlivePool``: seconds it took, and its status or failure."""
+    started = time.monotonic()
+    try:
+        answer = await pool.request(
+            (b"http", b"127.0.0.1", port),
+            b"POST",
+            b"/x",
+            [(b"host", b"x"), (b"content-length", b"2")],
+            b"{}",
+            timeout_s=timeout_s,
+        )
+        return time.monotonic() - started, answer.status
+    except Exception as exc:
+        return time.monotonic() - started, exc
+
+
+async def test_one_deadline_bounds_the_wait_for_a_connection_and_the_exchange() -> None:
+    # One connection, an upstream that takes 0.3 s: the second request waits 0.3 s for the
+    # slot and has 0.2 s of its 0.5 s left for its exchange, so it fails at 0.5 s, never
+    # later (the hold's TTL is the timeout plus a margin, not twice the timeout).
+    async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            while True:
+                await reader.readuntil(b"\r\n\r\n")
+                await reader.readexactly(2)
+                await asyncio.sleep(0.3)
+                writer.write(_answer())
+                await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(slow, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    pool = KeepAlivePool(1, None)
+    try:
+        (t1, r1), (t2, r2) = await asyncio.gather(_timed(pool, port, 0.5), _timed(pool, port, 0.5))
+        # a request whose whole deadline goes on the wait for the slot: nothing was sent
+        busy = asyncio.ensure_future(_timed(pool, port, 5))
+        await asyncio.sleep(0.05)
+        t3, r3 = await _timed(pool, port, 0.1)
+        await busy
+    finally:
+        await pool.aclose()
+        server.close()
+    assert r1 == 200 and t1 < 0.5
+    assert type(r2).__name__ == "ReadTimeout" and t2 < 0.6
+    assert type(r3).__name__ == "PoolTimeout" and t3 < 0.2

@@ -15,9 +15,11 @@ a proxy hop costs at all.
 Failures are raised as httpcore2's exception classes, because the invocation layer's
 ``classify`` reads their names: ``ConnectError`` / ``ConnectTimeout`` / ``PoolTimeout``
 mean nothing was sent (released); ``ReadTimeout``, ``RemoteProtocolError`` and ``ReadError``
-mean the request may have run (charged in full). The read timeout bounds the whole
-exchange, not the gap between two reads, so a slow-trickling answer cannot outlive the
-hold's TTL (the timeout plus a margin).
+mean the request may have run (charged in full). The timeout is one deadline for the whole
+request, taken when it starts: the wait for a free connection, the connect and the
+exchange share it (each gets what the others left), and it bounds the whole exchange, not
+the gap between two reads, so neither a saturated pool nor a slow-trickling answer can
+make a call outlive its hold's TTL (the timeout plus a margin).
 
 Streams, proxied upstreams and injected test transports keep using the httpx2 client
 (``upstream.UpstreamPool``).
@@ -106,6 +108,12 @@ class _Connection(asyncio.Protocol):
             self._fail(httpcore2.RemoteProtocolError("the upstream closed without answering"))
 
     # -- httptools callbacks -----------------------------------------------------------
+    def on_message_begin(self) -> None:
+        # An answer that starts while no request waits (in the same read as the previous
+        # one's end): the connection is mid-message, so it must never serve another request.
+        if self._waiter is None:
+            self.close()
+
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers.append((name, value))
         lower = name.lower()
@@ -148,7 +156,8 @@ class _Connection(asyncio.Protocol):
         self._fail(httpcore2.ReadTimeout("the upstream did not answer in time"))
         self.close()
 
-    async def exchange(self, data: bytes, timeout_s: float | None) -> PoolAnswer:
+    async def exchange(self, data: bytes, deadline: float | None) -> PoolAnswer:
+        """Send ``data`` and read its answer, by ``deadline`` (the loop's clock)."""
         assert self.transport is not None
         if self.closed:  # the server hung up between the connect and now: nothing was sent
             raise httpcore2.ConnectError("the upstream closed the connection before the request")
@@ -156,7 +165,7 @@ class _Connection(asyncio.Protocol):
         waiter: asyncio.Future[PoolAnswer] = loop.create_future()
         self._waiter = waiter
         self.transport.write(data)
-        timer = loop.call_later(timeout_s, self._timed_out) if timeout_s is not None else None
+        timer = loop.call_at(deadline, self._timed_out) if deadline is not None else None
         try:
             return await waiter
         finally:
@@ -199,15 +208,17 @@ class KeepAlivePool:
         timeout_s: float | None,
     ) -> PoolAnswer:
         """
-        One exchange on an idle or new connection. Raises httpcore2's exceptions
-        (``PoolTimeout`` if no connection could be had, ``ConnectError`` /
-        ``ConnectTimeout`` if nothing was sent, others after); the connection is closed
-        unless it is reusable.
+        One exchange on an idle or new connection, all of it (the wait for a free
+        connection, the connect, the exchange) within ``timeout_s`` of now. Raises
+        httpcore2's exceptions (``PoolTimeout`` if no connection could be had,
+        ``ConnectError`` / ``ConnectTimeout`` if nothing was sent, others after); the
+        connection is closed unless it is reusable.
         """
+        deadline = None if timeout_s is None else asyncio.get_running_loop().time() + timeout_s
         slots = self._slots
         if slots.locked():
             try:
-                async with asyncio.timeout(timeout_s):
+                async with asyncio.timeout_at(deadline):
                     await slots.acquire()
             except TimeoutError:
                 raise httpcore2.PoolTimeout("no upstream connection became free in time") from None
@@ -219,11 +230,13 @@ class KeepAlivePool:
                 parts += (_check_field(name), b": ", _check_field(value), b"\r\n")
             parts += (b"\r\n", body)
             data = b"".join(parts)
+            if deadline is not None and asyncio.get_running_loop().time() >= deadline:
+                raise httpcore2.PoolTimeout("no upstream connection became free in time")
             connection = self._take(origin)
             if connection is None:
-                connection = await self._connect(origin)
+                connection = await self._connect(origin, deadline)
             try:
-                answer = await connection.exchange(data, timeout_s)
+                answer = await connection.exchange(data, deadline)
             except BaseException:
                 self._discard(connection)
                 raise
@@ -251,15 +264,19 @@ class KeepAlivePool:
             self._discard(connection)
         return None
 
-    async def _connect(self, origin: Origin) -> _Connection:
+    async def _connect(self, origin: Origin, deadline: float | None) -> _Connection:
+        """A new connection, by ``CONNECT_TIMEOUT_S`` or the request's deadline if sooner."""
         scheme, host, port = origin
         name = host.decode("ascii")
         tls = self._ssl if scheme == b"https" else None
         if scheme == b"https" and tls is None:
             tls = ssl.create_default_context()
         loop = asyncio.get_running_loop()
+        by = loop.time() + CONNECT_TIMEOUT_S
+        if deadline is not None:
+            by = min(by, deadline)
         try:
-            async with asyncio.timeout(CONNECT_TIMEOUT_S):
+            async with asyncio.timeout_at(by):
                 _, connection = await loop.create_connection(
                     _Connection,
                     name.strip("[]"),
