@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 
 import pytest
 
+from execbudget.errors import LedgerUnavailable
 from execbudget.testing import FakeProvider
 
 from ._harness import ACME_KEY, line
@@ -132,3 +134,45 @@ async def test_shutdown_waits_for_settlements_still_being_written(
     slow.go.set()
     await asyncio.wait_for(closing, 10)
     assert slow.landed == 1
+
+
+async def test_shutdown_waits_for_a_settlement_the_ledger_refused_and_retries_it_at_once(
+    asgi_factory: AsgiFactory, fake_provider: FakeProvider
+) -> None:
+    # The ledger refuses the settlement three times: settle_hold hands it to a background
+    # retry whose schedule (0.05, 0.25, 1, 4, 15 s) outlasts the shutdown's grace. The
+    # shutdown waits for that retry too and cuts its waits short; the call is charged.
+    gw = asgi_factory(POLICY)
+    storage = gw.gateway.ledger.storage
+    real = storage.settle
+    refusals = [1, 1, 1]
+
+    async def flaky(*args: Any, **kwargs: Any) -> Any:
+        if refusals:
+            refusals.pop()
+            raise LedgerUnavailable("memory", "briefly unreachable")
+        return await real(*args, **kwargs)
+
+    storage.settle = flaky
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await gw.app(_scope(), _receive, send)
+    assert sent[0]["status"] == 200
+    assert len(gw.gateway.sync_ledger.holds()) == 1  # refused once, being retried
+    started = time.monotonic()
+    await gw.gateway.aclose()
+    assert time.monotonic() - started < 2.0  # not the 5.3 s the schedule would take
+    assert refusals == []
+    assert gw.gateway.sync_ledger.holds() == []
+    org = line(gw.gateway.sync_ledger, "org:acme", "cost")
+    assert org is not None and org.spent > 0 and org.held == 0
+
+
+def test_the_shutdown_grace_covers_the_retries_at_shutdown() -> None:
+    from execbudget.gateway.admission import SETTLE_RETRIES_S, SHUTDOWN_RETRY_S
+    from execbudget.gateway.app import SETTLE_GRACE_S
+
+    assert len(SETTLE_RETRIES_S) * SHUTDOWN_RETRY_S < SETTLE_GRACE_S / 2

@@ -21,8 +21,10 @@ adapters and the stream meter. Only the operations it yields are executed differ
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+import weakref
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -50,6 +52,7 @@ from .chain import Chain
 __all__ = [
     "CallRecord",
     "LineBooks",
+    "Settlements",
     "drive_call",
     "killed_denial",
     "least_rooms",
@@ -58,6 +61,7 @@ __all__ = [
     "read_rooms",
     "settle_hold",
     "settle_later",
+    "settlements",
     "try_hold",
 ]
 
@@ -65,6 +69,50 @@ log = logging.getLogger("execbudget.gateway")
 
 _ALL_DIMS: Final = tuple(sorted(d.value for d in LEDGER_DIMENSIONS))
 _RETRY: Final = {"retries": 1}
+
+
+# -- settlements in flight ---------------------------------------------------------------
+class Settlements:
+    """
+    The ledger writes this process started for one ledger and has not seen land: deferred
+    commits, retries of a settlement the ledger refused, releases of orphaned holds. The
+    gateway's shutdown waits for them (``Gateway.aclose``); once it has begun
+    (``closing``) a retry stops waiting out its schedule.
+    """
+
+    __slots__ = ("closing", "tasks")
+
+    def __init__(self) -> None:
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.closing = asyncio.Event()
+
+    def start(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Run ``coro`` as a task nobody cancels (``background``), tracked until it ends."""
+        task = background(coro)
+        if not task.done():
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+        return task
+
+    async def wait(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` for every tracked write; True if none is left."""
+        while self.tasks:
+            pending = set(self.tasks)
+            _, late = await asyncio.wait(pending, timeout=timeout_s)
+            if late:
+                return False
+        return True
+
+
+_SETTLEMENTS: weakref.WeakKeyDictionary[AsyncLedger, Settlements] = weakref.WeakKeyDictionary()
+
+
+def settlements(ledger: AsyncLedger) -> Settlements:
+    """The settlements in flight on ``ledger`` (one registry per ledger object)."""
+    found = _SETTLEMENTS.get(ledger)
+    if found is None:
+        found = _SETTLEMENTS[ledger] = Settlements()
+    return found
 
 
 # -- reads -------------------------------------------------------------------------------
@@ -172,7 +220,7 @@ def _release_landed(ledger: AsyncLedger, task: asyncio.Task[Any]) -> None:
         return
     rid, outcome = task.result()
     if outcome.denial is None:
-        background(ledger.release(rid))
+        settlements(ledger).start(ledger.release(rid))
 
 
 # -- the driver --------------------------------------------------------------------------
@@ -253,7 +301,7 @@ async def drive_call(
         hold = record.hold
         # a bug between ops: never leak the hold (a deferred commit is settling it)
         if hold is not None and not hold.settled and record.settling is None:
-            background(hold.arelease())
+            settlements(enforcer.aledger).start(hold.arelease())
         raise
 
 
@@ -278,7 +326,7 @@ def settle_later(
     units = enforcer.to_units(actual) if actual is not None else dict(hold.amounts)
     record.charged = units
     record.overrun = any(units.get(dim, 0) > amount for dim, amount in hold.amounts.items())
-    return background(_settle_logged(enforcer, hold, actual))
+    return settlements(enforcer.aledger).start(_settle_logged(enforcer, hold, actual))
 
 
 async def _settle_logged(enforcer: Enforcer, hold: Hold, actual: Mapping[str, Any] | None) -> None:
@@ -290,6 +338,9 @@ async def _settle_logged(enforcer: Enforcer, hold: Hold, actual: Mapping[str, An
 
 #: Seconds between the background retries of a settlement the ledger refused.
 SETTLE_RETRIES_S: Final = (0.05, 0.25, 1.0, 4.0, 15.0)
+#: Once the gateway is shutting down, a retry waits at most this long between attempts
+#: (the schedule above would outlast the shutdown's grace, ``app.SETTLE_GRACE_S``).
+SHUTDOWN_RETRY_S: Final = 0.2
 
 
 async def settle_hold(
@@ -307,7 +358,7 @@ async def settle_hold(
     except LedgerUnavailable as exc:
         log.warning("settling hold %s failed, retrying in the background: %s", hold.rid, exc)
         units = None if release or actual is None else enforcer.to_units(actual)
-        background(_retry_settle(enforcer, hold.rid, units, release))
+        settlements(enforcer.aledger).start(_retry_settle(enforcer, hold.rid, units, release))
         return False
 
 
@@ -315,8 +366,16 @@ async def _retry_settle(
     enforcer: Enforcer, rid: str, units: Mapping[str, int] | None, release: bool
 ) -> None:
     ledger = enforcer.aledger
+    closing = settlements(ledger).closing
+    tried_at_close = False
     for delay in SETTLE_RETRIES_S:
-        await asyncio.sleep(delay)
+        # a shutdown cuts the wait short: one attempt at once, the rest SHUTDOWN_RETRY_S apart
+        if not closing.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(closing.wait(), delay)
+        elif tried_at_close:
+            await asyncio.sleep(min(delay, SHUTDOWN_RETRY_S))
+        tried_at_close = closing.is_set()
         try:
             await (ledger.release(rid) if release else ledger.commit(rid, units))
             return

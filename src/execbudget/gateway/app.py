@@ -29,7 +29,7 @@ from ..enforcer import Enforcer
 from ..invocation.engine import Settings
 from ..ledger import AsyncLedger, AsyncStorage, Ledger, ThreadedStorage
 from ..pricing import TokenCounter
-from .admission import gateway_settings
+from .admission import gateway_settings, settlements
 from .chain import ChainBuilder, RequestError
 from .config import GatewayConfig
 from .gated import GatedStorage
@@ -43,7 +43,9 @@ __all__ = ["Gateway", "create_app"]
 
 log = logging.getLogger("execbudget.gateway")
 
-#: Seconds a shutdown waits for settlements still writing to the ledger.
+#: Seconds a shutdown waits for settlements still writing to the ledger, retries of one the
+#: ledger refused included: at shutdown those stop waiting out ``SETTLE_RETRIES_S`` and try
+#: at once, then ``SHUTDOWN_RETRY_S`` apart, which this covers with room for the writes.
 SETTLE_GRACE_S: Final = 10.0
 
 #: One model per tokenizer family the gateway counts with (o200k, cl100k, Claude's estimate).
@@ -148,8 +150,21 @@ class Gateway:
 
     async def aclose(self) -> None:
         self._closed = True
-        if self._settling:  # no hold is left behind by a shutdown
+        # No hold is left behind by a shutdown: wait for the settlements still writing and
+        # for the retries of those the ledger refused (which now try at once).
+        pending = settlements(self.ledger)
+        pending.closing.set()
+        loop = asyncio.get_running_loop()
+        by = loop.time() + SETTLE_GRACE_S
+        if self._settling:
             await asyncio.wait(set(self._settling), timeout=SETTLE_GRACE_S)
+        if not await pending.wait(max(0.0, by - loop.time())):
+            log.error(
+                "shutdown: %d settlement(s) still not written after %.0f s; their holds "
+                "are settled by the reaper when their TTL ends",
+                len(pending.tasks),
+                SETTLE_GRACE_S,
+            )
         if self._reaper is not None:
             self._reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
