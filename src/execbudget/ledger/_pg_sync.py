@@ -138,7 +138,10 @@ class PostgresStorage:
         # pool and the cursor layer; a concurrent one takes a pooled connection instead.
         # It is one connection more than pool_max, closed with the storage.
         self._hot: list[_Hot] = []
-        self._hot_made = False
+        # The right to make that connection: one token while none exists (idle, in use,
+        # or being made). Claimed with pop() and given back with append(), so two threads
+        # cannot both claim it, and given back on every way out of making or dropping one.
+        self._hot_free: list[None] = [None]
         # prepare_threshold=none (PgBouncer in transaction mode before 1.21): no named
         # statements, each call sends its SQL (one round trip all the same).
         self._named = settings.prepare_threshold is not None
@@ -266,7 +269,7 @@ class PostgresStorage:
                     raise error_from_result(result)
             except psycopg.Error as exc:
                 if pgconn.status == pq.ConnStatus.OK:
-                    self._hot.append(hot)  # an error answer: the connection is in step
+                    self._put_back(hot)  # an error answer: the connection is in step
                     raise
                 self._drop_hot(hot)
                 if attempt == 2 or not isinstance(exc, psycopg.OperationalError):
@@ -280,27 +283,36 @@ class PostgresStorage:
                 hot.tx.set_pgresult(result)
                 return hot.tx.load_row(0, tuple)
             finally:
-                if self._closed:
-                    hot.conn.close()  # closed while this call ran
-                else:
-                    self._hot.append(hot)
+                self._put_back(hot)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    @property
+    def _hot_made(self) -> bool:
+        """Whether the hot connection exists or is being made (for tests)."""
+        return not self._hot_free
 
     def _new_hot(self) -> _Hot | None:
         """The hot connection, made on first use; None: another caller has it, or it
         cannot be made now (the pool's path then runs the call, or says what is wrong)."""
-        if self._hot_made or self._closed:
+        if self._closed:
             return None
-        self._hot_made = True
-        kwargs = self.settings.connect_kwargs()
-        if "connect_timeout" not in psycopg.conninfo.conninfo_to_dict(self.settings.conninfo):
-            # no longer than the pool would wait for a connection
-            kwargs.setdefault("connect_timeout", max(1, round(self.settings.timeout_s)))
         try:
-            conn = psycopg.Connection.connect(self.settings.conninfo, **kwargs)
-        except psycopg.Error:
-            self._hot_made = False
+            self._hot_free.pop()  # claim the one connection (atomic, unlike test-and-set)
+        except IndexError:
             return None
+        try:
+            kwargs = self.settings.connect_kwargs()
+            if "connect_timeout" not in psycopg.conninfo.conninfo_to_dict(self.settings.conninfo):
+                # no longer than the pool would wait for a connection
+                kwargs.setdefault("connect_timeout", max(1, round(self.settings.timeout_s)))
+            conn = psycopg.Connection.connect(self.settings.conninfo, **kwargs)
+        except BaseException as exc:
+            # Failed, cancelled or interrupted while connecting: give the claim back, or
+            # the hot path stays off for this storage's life.
+            self._hot_free.append(None)
+            if isinstance(exc, psycopg.Error):
+                return None
+            raise
         try:
             self._configure(conn)
             for name, query in self._hot_sql.items() if self._named else ():
@@ -309,19 +321,43 @@ class PostgresStorage:
                 if result.status != pq.ExecStatus.COMMAND_OK:
                     raise error_from_result(result)
         except BaseException:
-            self._hot_made = False
-            conn.close()
+            try:
+                conn.close()
+            finally:
+                self._hot_free.append(None)
             raise
         return _Hot(conn)
 
+    def _put_back(self, hot: _Hot) -> None:
+        """
+        Return the hot connection after a call. Appended first and ``_closed`` read after,
+        so a close() that ran while this call had it (or runs now) cannot miss it: if
+        close() has begun, it is closed here, by whichever of the two pops it first.
+        """
+        self._hot.append(hot)
+        if self._closed:
+            self._close_idle_hot()
+
+    def _close_idle_hot(self) -> None:
+        """Close the hot connection if no call has it (a call that has it closes it when
+        it puts it back, see ``_put_back``)."""
+        while True:
+            try:
+                hot = self._hot.pop()
+            except IndexError:
+                return
+            hot.conn.close()
+
     def _drop_hot(self, hot: _Hot) -> None:
-        self._hot_made = False
-        hot.conn.close()
+        try:
+            hot.conn.close()
+        finally:
+            self._hot_free.append(None)
 
     def _forget_hot(self) -> None:
         """In a forked child: the parent's connection is not ours to use."""
         self._hot = []
-        self._hot_made = False
+        self._hot_free = [None]
 
     # -- operations -----------------------------------------------------------------
     def reserve(
@@ -395,7 +431,5 @@ class PostgresStorage:
 
     def close(self) -> None:
         self._closed = True
-        hot, self._hot = self._hot, []
-        for each in hot:
-            each.conn.close()
+        self._close_idle_hot()
         self._pool.close()
