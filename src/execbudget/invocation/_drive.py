@@ -158,17 +158,54 @@ def _finished(task: asyncio.Task[Any]) -> None:
 
 async def shielded(coro: Coroutine[Any, Any, T]) -> T:
     """Await ``coro`` to completion even if the awaiting task is cancelled meanwhile."""
-    task = background(coro)
+    try:
+        waiting = coro.send(None)
+    except StopIteration as done:  # finished without suspending: nothing could cancel it
+        value: T = done.value
+        return value
+    task = background(_resume(coro, waiting))
     return await asyncio.shield(task)
 
 
 async def _reserve_shielded(coro: Coroutine[Any, Any, Decision]) -> Decision:
-    task = background(coro)
+    try:
+        waiting = coro.send(None)
+    except StopIteration as done:  # granted or refused inline (SQLite, not busy)
+        decision: Decision = done.value
+        return decision
+    task = background(_resume(coro, waiting))
     try:
         return await asyncio.shield(task)
     except asyncio.CancelledError:
         task.add_done_callback(_release_granted)
         raise
+
+
+async def _resume(coro: Coroutine[Any, Any, T], waiting: Any) -> T:
+    """
+    Drive ``coro`` on from its first suspension, as a task would have: ``waiting`` is what
+    it yielded (a future it awaits, or None for a bare yield). A ledger operation that
+    completes inline never gets here, and so costs no task, no shield and no loop turns.
+    """
+    while True:
+        try:
+            if waiting is None:
+                await asyncio.sleep(0)
+            else:
+                waiting._asyncio_future_blocking = False
+                await asyncio.wait((waiting,))  # done either way; the coroutine reads it
+        except BaseException as exc:  # this task was cancelled: pass it on, as a task would
+            try:
+                waiting = coro.throw(exc)
+            except StopIteration as done:
+                thrown: T = done.value
+                return thrown
+            continue
+        try:
+            waiting = coro.send(None)
+        except StopIteration as done:
+            value: T = done.value
+            return value
 
 
 def _release_granted(task: asyncio.Task[Decision]) -> None:
