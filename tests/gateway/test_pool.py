@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
 import time
 from collections.abc import AsyncIterator, Callable
@@ -269,15 +268,23 @@ async def test_one_deadline_bounds_the_wait_for_a_connection_and_the_exchange() 
     # One connection, an upstream that takes 0.3 s: the second request waits 0.3 s for the
     # slot and has 0.2 s of its 0.5 s left for its exchange, so it fails at 0.5 s, never
     # later (the hold's TTL is the timeout plus a margin, not twice the timeout).
+    handlers: list[asyncio.Task[Any]] = []
+
     async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+        task = asyncio.current_task()
+        assert task is not None
+        handlers.append(task)
+        try:
             while True:
                 await reader.readuntil(b"\r\n\r\n")
                 await reader.readexactly(2)
                 await asyncio.sleep(0.3)
                 writer.write(_answer())
                 await writer.drain()
-        writer.close()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
 
     server = await asyncio.start_server(slow, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
@@ -292,6 +299,9 @@ async def test_one_deadline_bounds_the_wait_for_a_connection_and_the_exchange() 
     finally:
         await pool.aclose()
         server.close()
+        for handler in handlers:
+            handler.cancel()
+        await asyncio.gather(*handlers, return_exceptions=True)
     assert r1 == 200 and t1 < 0.5
     assert type(r2).__name__ == "ReadTimeout" and t2 < 0.6
     assert type(r3).__name__ == "PoolTimeout" and t3 < 0.2
