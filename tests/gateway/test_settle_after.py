@@ -176,3 +176,22 @@ def test_the_shutdown_grace_covers_the_retries_at_shutdown() -> None:
     from execbudget.gateway.app import SETTLE_GRACE_S
 
     assert len(SETTLE_RETRIES_S) * SHUTDOWN_RETRY_S < SETTLE_GRACE_S / 2
+
+
+async def test_a_request_cancelled_while_its_settlement_is_written_stays_cancelled(
+    asgi_factory: AsgiFactory, fake_provider: FakeProvider
+) -> None:
+    gw = asgi_factory(POLICY)
+    slow = _SlowSettle(gw.gateway.ledger.storage)
+
+    async def send(message: dict[str, Any]) -> None:
+        pass
+
+    call = asyncio.ensure_future(gw.app(_scope(), _receive, send))
+    await asyncio.wait_for(slow.started.wait(), 10)
+    call.cancel()
+    await asyncio.gather(call, return_exceptions=True)
+    assert call.cancelled()  # the cancellation is not swallowed
+    slow.go.set()  # the settlement itself went on: the shutdown sees it land
+    await asyncio.wait_for(gw.gateway.aclose(), 10)
+    assert slow.landed == 1 and gw.gateway.sync_ledger.holds() == []

@@ -268,6 +268,9 @@ async def drive_call(
                     assert isinstance(op, TryHold)
                     record.rounds += 1
                     value = await try_hold(enforcer, chain, op.amounts, op.ttl_s)
+                    if value.hold is None and await _settled_meanwhile(value, enforcer):
+                        record.rounds += 1
+                        value = await try_hold(enforcer, chain, op.amounts, op.ttl_s)
                     if value.hold is not None:
                         record.hold = value.hold
                         record.held = dict(value.hold.amounts)
@@ -303,6 +306,31 @@ async def drive_call(
         if hold is not None and not hold.settled and record.settling is None:
             settlements(enforcer.aledger).start(hold.arelease())
         raise
+
+
+#: Seconds a refused hold waits for this process's settlements still writing before it is
+#: tried once more (see ``_settled_meanwhile``).
+SETTLING_WAIT_S: Final = 1.0
+
+
+async def _settled_meanwhile(decision: Decision, enforcer: Enforcer) -> bool:
+    """
+    A hold was refused for its budget while settlements this process started are still
+    writing (a whole call's settlement is written after its answer, ``settle_later``): wait
+    for them, up to ``SETTLING_WAIT_S``, and say whether the hold is worth one more try.
+
+    So a client that sends its next call the moment it has an answer is admitted against
+    the books its previous answer's headers described, not against the previous call's
+    whole hold. Only on the denial path: a granted hold never waits.
+    """
+    denial = decision.denial
+    if denial is None or denial.reason != "limit":  # killed, blocked: no settlement helps
+        return False
+    pending = settlements(enforcer.aledger).tasks
+    if not pending:
+        return False
+    await asyncio.wait(set(pending), timeout=SETTLING_WAIT_S)
+    return True
 
 
 async def settle(

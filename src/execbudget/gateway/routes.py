@@ -12,8 +12,10 @@ A whole (non-streamed) call's settlement is computed before the answer and writt
 the ledger while the answer goes out (``ModelEndpoint``): the headers already show the
 charge and the room it gives back, and a read of the ledger made the instant the answer
 arrives (``/v1/execbudget/budget``, another process) can still see the hold for the
-length of one ledger write. The settlement is never skipped: not on a client disconnect,
-not on shutdown.
+length of one ledger write. A hold this process refuses while its own settlements are
+still writing waits for them and is tried once more (``admission._settled_meanwhile``), so
+a client's next call is admitted on the room its previous answer showed. The settlement is
+never skipped: not on a client disconnect, not on shutdown.
 """
 
 from __future__ import annotations
@@ -416,10 +418,9 @@ class ModelEndpoint:
 async def _settled_in_ledger(ex: Exchange) -> None:
     task = ex.record.settling
     assert task is not None
-    # shielded: a cancelled request task (server shutdown) leaves the write running; the
-    # gateway's aclose awaits it
-    with contextlib.suppress(asyncio.CancelledError):
-        await asyncio.shield(task)
+    # shielded: a cancelled request task (server shutdown) leaves the write running (the
+    # gateway's aclose awaits it) and is still cancelled
+    await asyncio.shield(task)
 
 
 async def _answer(
