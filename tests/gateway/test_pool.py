@@ -8,6 +8,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import httpx2
 import pytest
 
 from execbudget.gateway import GatewayConfig, KeyStore, parse_upstreams
@@ -305,3 +306,43 @@ async def test_one_deadline_bounds_the_wait_for_a_connection_and_the_exchange() 
     assert r1 == 200 and t1 < 0.5
     assert type(r2).__name__ == "ReadTimeout" and t2 < 0.6
     assert type(r3).__name__ == "PoolTimeout" and t3 < 0.2
+
+
+class _Trickle(httpx2.AsyncBaseTransport):
+    """An upstream behind an injected transport that answers a byte every 50 ms, for 2 s."""
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        async def body() -> AsyncIterator[bytes]:
+            for _ in range(40):
+                await asyncio.sleep(0.05)
+                yield b" "
+
+        return httpx2.Response(200, stream=_Stream(body()))
+
+
+class _Stream(httpx2.AsyncByteStream):
+    def __init__(self, chunks: AsyncIterator[bytes]) -> None:
+        self.chunks = chunks
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self.chunks:
+            yield chunk
+
+
+async def test_one_deadline_bounds_a_whole_exchange_through_httpx2_too() -> None:
+    # each read arrives well within the timeout; the whole answer does not
+    config = GatewayConfig(
+        policy=Policy.from_dict({"scopes": []}),
+        upstreams=parse_upstreams(["openai=http://127.0.0.1:9"], env={}),
+        ledger_url="memory://",
+        keys=KeyStore(),
+    )
+    pool = UpstreamPool(config, transport=_Trickle())
+    assert pool._lean is None
+    began = time.perf_counter()
+    try:
+        with pytest.raises(APITimeoutError):
+            await pool.send("openai", "POST", "/v1/chat/completions", [], {"a": 1}, timeout_s=0.3)
+    finally:
+        await pool.aclose()
+    assert time.perf_counter() - began < 1.5

@@ -28,6 +28,7 @@ what ``execbudget.invocation._failures.classify`` looks for.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import urllib.request
@@ -239,7 +240,13 @@ class UpstreamPool:
         data: Mapping[str, Any] | None = json.loads(body) if isinstance(body, bytes) else body
         request = self._request(provider, method, path, incoming, data, timeout_s, False)
         try:
-            response = await self.client.send(request)
+            # httpx2 bounds each phase (pool wait, connect, each read) on its own, so a
+            # trickling answer could outlive the hold's TTL: one deadline bounds the whole
+            # exchange, as on the lean pool.
+            async with asyncio.timeout(timeout_s or self._timeout):
+                response = await self.client.send(request)
+        except TimeoutError as exc:
+            raise APITimeoutError(f"{provider} did not answer in time") from exc
         except httpx2.TimeoutException as exc:
             raise APITimeoutError(f"{provider} did not answer in time") from exc
         except httpx2.HTTPError as exc:
