@@ -29,14 +29,15 @@ CHILD_OUTPUT = 1_000
 
 @pytest.fixture
 async def clients(fake_provider: FakeProvider) -> AsyncIterator[tuple[Any, Any]]:
-    """The parent asks for 32 delegations at once; each child answers 1,000 tokens, slowly."""
+    """The parent asks for 32 delegations at once; each child answers 1,000 tokens, slowly
+    (300 ms: every delegate is in flight before the first answers, even on a loaded machine)."""
     parent = fake_provider.async_openai(
         default_headers={"x-fake-tool-calls-per-turn": str(DELEGATES)}
     )
     child = fake_provider.async_openai(
         default_headers={
             "x-fake-output-tokens": str(CHILD_OUTPUT),
-            "x-fake-latency-ms": "50",
+            "x-fake-latency-ms": "300",
             "x-fake-tool-call-policy": "never",
         }
     )
