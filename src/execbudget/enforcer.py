@@ -30,9 +30,19 @@ from .ledger import (
     OnExpiry,
     ReserveOutcome,
     denial_error,
+    new_rid,
 )
+from .ledger._ledger import check_reserve
 from .policy import CallCaps, Policy, ScopeLimits
-from .scopes import CURRENT, Frame, call_caps, iter_chain, plan_lines, plan_lines_cached
+from .scopes import (
+    CURRENT,
+    Frame,
+    call_caps,
+    iter_chain,
+    plan_for,
+    plan_lines,
+    plan_lines_cached,
+)
 from .units import Dimension, check_units, dimension, money_to_units, parse_money
 
 if TYPE_CHECKING:
@@ -315,9 +325,14 @@ class Enforcer:
         lines = plan_lines_cached(frame, units, self.clock.now_ms(), self.policy.timezone)
         on_expiry = frame.on_expiry
         if on_expiry is None:
-            charge = any(f.limits.on_expiry is OnExpiry.CHARGE for f in iter_chain(frame))
-            on_expiry = frame.on_expiry = OnExpiry.CHARGE if charge else self.policy.spec.on_expiry
+            on_expiry = self._on_expiry(frame)
         return units, lines, on_expiry
+
+    def _on_expiry(self, frame: Frame) -> OnExpiry:
+        """The expiry rule of a hold on the chain (charge if any scope says so), cached."""
+        charge = any(f.limits.on_expiry is OnExpiry.CHARGE for f in iter_chain(frame))
+        on_expiry = frame.on_expiry = OnExpiry.CHARGE if charge else self.policy.spec.on_expiry
+        return on_expiry
 
     def granted(
         self,
@@ -382,21 +397,35 @@ class Enforcer:
     def charge(self, amounts: Amounts, *, frame: Frame | None = None) -> None:
         """Spend ``amounts`` now (a step, a retry, a tool call), or raise the denial."""
         # The hot path of the agent loop: the same steps as try_hold, without building a
-        # Decision and a settled Hold nobody reads.
+        # Decision and a settled Hold nobody reads, and with the ledger's validation of the
+        # planned lines done once per repeated plan (``Planned.checked``), not per call.
         if frame is None:
             frame = CURRENT.get()
-        units, lines, on_expiry = self.prepare(amounts, frame)
+        units = self.to_units(amounts)
+        if frame is None:
+            return
+        if frame.deadline is not None:
+            self.check_deadline(frame)
+        policy = self.policy
+        planned = plan_for(frame, units, self.clock.now_ms(), policy.timezone)
+        lines = planned.lines
         if not lines:
             return
+        on_expiry = frame.on_expiry
+        if on_expiry is None:
+            on_expiry = self._on_expiry(frame)
+        rid = new_rid()
+        ttl_s = policy.hold_ttl_s
+        checked = planned.checked
+        if checked is None or checked[0] != ttl_s:
+            checked = planned.checked = (ttl_s, check_reserve(rid, lines, ttl_s))
         try:
-            _, outcome = self.ledger.try_reserve(
-                lines, ttl_s=self.policy.hold_ttl_s, on_expiry=on_expiry, charge_now=True
-            )
+            outcome = self.ledger.reserve_checked(rid, lines, checked[1], on_expiry, True)
         except LedgerUnavailable as exc:
             self.unavailable(exc, units, True)
             return
         if outcome.denial is not None:
-            raise denial_error(outcome.denial, lines, self.policy.currency)
+            raise denial_error(outcome.denial, lines, policy.currency)
 
     # -- async ---------------------------------------------------------------------------
     async def atry_hold(

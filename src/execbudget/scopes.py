@@ -111,6 +111,22 @@ _MAX_PLANS = 64
 _MAX_MEMO = 8
 
 
+class Planned:
+    """
+    The planned lines of one amount vector on a chain, shared by every action that repeats
+    it (``plan_for``). ``checked``: ``(ttl_s, ttl_ms)`` once the ledger's ``check_reserve``
+    accepted these lines with that hold TTL (None until then), so an enforcer validates a
+    repeated plan once, not on every step. One tuple, written at once: threads sharing a
+    plan never see a TTL paired with another's milliseconds.
+    """
+
+    __slots__ = ("checked", "lines")
+
+    def __init__(self, lines: list[LineRequest]) -> None:
+        self.lines = lines
+        self.checked: tuple[float, int] | None = None
+
+
 @dataclass(slots=True)
 class _Plan:
     """The cached plan of one set of dimensions on a frame (see ``plan_lines_cached``)."""
@@ -119,12 +135,19 @@ class _Plan:
     skeleton: tuple[_Skeleton, ...]
     # amounts → the planned lines, for the few amount vectors that repeat (a step is
     # always {"steps": 1}); the lists are shared, so callers never mutate them
-    memo: dict[tuple[int, ...], list[LineRequest]] = field(default_factory=dict)
+    memo: dict[tuple[int, ...], Planned] = field(default_factory=dict)
 
 
 def plan_lines_cached(
     frame: Frame | None, amounts: Mapping[str, int], now_ms: int, tz: str
 ) -> list[LineRequest]:
+    """``plan_for(...).lines``; ``[]`` outside any scope."""
+    if frame is None:
+        return []
+    return plan_for(frame, amounts, now_ms, tz).lines
+
+
+def plan_for(frame: Frame, amounts: Mapping[str, int], now_ms: int, tz: str) -> Planned:
     """
     ``plan_lines`` with the chain walk cached on the frame per set of dimensions.
 
@@ -132,8 +155,6 @@ def plan_lines_cached(
     on the chain, the dimensions and the current windows; it is rebuilt when the earliest
     window among its lines ends. The amounts are filled in on every call.
     """
-    if frame is None:
-        return []
     dims = tuple(amounts)
     plan = frame._plans.get(dims)
     if plan is None or now_ms >= plan.valid_until_ms:
@@ -150,7 +171,9 @@ def plan_lines_cached(
     found = plan.memo.get(values)
     if found is not None:
         return found
-    planned = [LineRequest(key, limit, amounts[dim], end) for key, limit, dim, end in plan.skeleton]
+    planned = Planned(
+        [LineRequest(key, limit, amounts[dim], end) for key, limit, dim, end in plan.skeleton]
+    )
     if len(plan.memo) < _MAX_MEMO:
         plan.memo[values] = planned
     return planned

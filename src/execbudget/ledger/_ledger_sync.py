@@ -87,6 +87,27 @@ class Ledger:
             _reraise(self.url, exc)
         return rid, outcome
 
+    def reserve_checked(
+        self,
+        rid: str,
+        lines: Sequence[LineRequest],
+        ttl_ms: int,
+        on_expiry: OnExpiry,
+        charge_now: bool,
+    ) -> ReserveOutcome:
+        """
+        ``try_reserve`` without its checks, for a caller that already passed these very
+        ``lines`` (non-empty) and TTL through ``check_reserve`` and gives a fresh
+        ``new_rid()``: the enforcer validates a repeated plan once, not on every step.
+        """
+        try:
+            outcome: ReserveOutcome = self.storage.reserve(
+                rid, lines, ttl_ms, on_expiry=on_expiry, charge_now=charge_now
+            )
+        except self._errors as exc:
+            _reraise(self.url, exc)
+        return outcome
+
     def reserve(
         self,
         lines: Sequence[LineRequest],
