@@ -331,6 +331,23 @@ def serve_floor(args: argparse.Namespace) -> int:
     return 0
 
 
+def added(direct: list[float], through: list[float], name: str) -> dict[str, Any]:
+    """Percentiles of the direct and the ``name`` latencies (seconds) and their differences."""
+    direct.sort()
+    through.sort()
+    p = {q: (percentile(direct, q), percentile(through, q)) for q in (0.5, 0.9, 0.99)}
+    return {
+        "requests": len(through),
+        "direct_p50_ms": round(p[0.5][0] * 1000, 3),
+        f"{name}_p50_ms": round(p[0.5][1] * 1000, 3),
+        "added_p50_ms": round((p[0.5][1] - p[0.5][0]) * 1000, 3),
+        "added_p90_ms": round((p[0.9][1] - p[0.9][0]) * 1000, 3),
+        "direct_p99_ms": round(p[0.99][0] * 1000, 3),
+        f"{name}_p99_ms": round(p[0.99][1] * 1000, 3),
+        "added_p99_ms": round((p[0.99][1] - p[0.99][0]) * 1000, 3),
+    }
+
+
 def floor_latency(fake: FakeProvider, seconds: float, rate: float) -> list[dict[str, Any]]:
     """Added latency of the floors (``serve_floor``), measured as ``added_latency`` is."""
     out = []
@@ -345,9 +362,6 @@ def floor_latency(fake: FakeProvider, seconds: float, rate: float) -> list[dict[
             direct, through = asyncio.run(open_loop(targets, rate, seconds))
         finally:
             child.stop()
-        direct.sort()
-        through.sort()
-        p = {q: (percentile(direct, q), percentile(through, q)) for q in (0.5, 0.9, 0.99)}
         out.append(
             emit(
                 "gateway.added_latency_floor",
@@ -356,12 +370,7 @@ def floor_latency(fake: FakeProvider, seconds: float, rate: float) -> list[dict[
                     "bare": "bare ASGI app (canned answer, no upstream call)",
                 }[mode],
                 rate_per_s=rate,
-                requests=len(through),
-                direct_p50_ms=round(p[0.5][0] * 1000, 3),
-                p50_ms=round(p[0.5][1] * 1000, 3),
-                added_p50_ms=round((p[0.5][1] - p[0.5][0]) * 1000, 3),
-                added_p90_ms=round((p[0.9][1] - p[0.9][0]) * 1000, 3),
-                added_p99_ms=round((p[0.99][1] - p[0.99][0]) * 1000, 3),
+                **added(direct, through, "floor"),
                 load_before=load_before,
                 load_after=_load(),
             )
@@ -526,21 +535,11 @@ def added_latency(fake: FakeProvider, ledger: str, seconds: float, rate: float) 
     finally:
         for child in children:
             child.stop()
-    direct.sort()
-    gateway.sort()
-    p = {q: (percentile(direct, q), percentile(gateway, q)) for q in (0.5, 0.9, 0.99)}
     return emit(
         "gateway.added_latency",
         ledger=ledger.split("?")[0].split("://")[0],
         rate_per_s=rate,
-        requests=len(gateway),
-        direct_p50_ms=round(p[0.5][0] * 1000, 3),
-        gateway_p50_ms=round(p[0.5][1] * 1000, 3),
-        added_p50_ms=round((p[0.5][1] - p[0.5][0]) * 1000, 3),
-        added_p90_ms=round((p[0.9][1] - p[0.9][0]) * 1000, 3),
-        direct_p99_ms=round(p[0.99][0] * 1000, 3),
-        gateway_p99_ms=round(p[0.99][1] * 1000, 3),
-        added_p99_ms=round((p[0.99][1] - p[0.99][0]) * 1000, 3),
+        **added(direct, gateway, "gateway"),
         load_before=load_before,
         load_after=_load(),
     )
