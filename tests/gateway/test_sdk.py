@@ -50,6 +50,8 @@ def test_chat_call_holds_clamps_and_settles_usage(
     usage = reply.usage
     assert usage is not None
     spent = cost_units(MINI, usage.prompt_tokens, usage.completion_tokens)
+    # the settlement is written just after the answer leaves (docs/gateway.md)
+    assert not wait_no_holds(gw.ledger)
     org = line(gw.ledger, "org:acme", "cost")
     assert org is not None and (org.spent, org.held) == (spent, 0)
     headers = raw.headers
