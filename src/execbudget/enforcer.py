@@ -37,11 +37,11 @@ from .policy import CallCaps, Policy, ScopeLimits
 from .scopes import (
     CURRENT,
     Frame,
+    Planned,
     call_caps,
     iter_chain,
     plan_for,
     plan_lines,
-    plan_lines_cached,
 )
 from .units import Dimension, check_units, dimension, money_to_units, parse_money
 
@@ -318,15 +318,23 @@ class Enforcer:
     def prepare(
         self, amounts: Amounts, frame: Frame | None
     ) -> tuple[dict[str, int], list[LineRequest], OnExpiry]:
+        units, planned, on_expiry = self._planned(amounts, frame)
+        return units, [] if planned is None else planned.lines, on_expiry
+
+    def _planned(
+        self, amounts: Amounts, frame: Frame | None
+    ) -> tuple[dict[str, int], Planned | None, OnExpiry]:
+        """``prepare`` with the shared ``Planned`` entry (None outside any scope)."""
         units = self.to_units(amounts)
-        self.check_deadline(frame)
         if frame is None:
-            return units, [], self.policy.spec.on_expiry
-        lines = plan_lines_cached(frame, units, self.clock.now_ms(), self.policy.timezone)
+            return units, None, self.policy.spec.on_expiry
+        if frame.deadline is not None:  # check_deadline's own first test, saved a call
+            self.check_deadline(frame)
+        planned = plan_for(frame, units, self.clock.now_ms(), self.policy.timezone)
         on_expiry = frame.on_expiry
         if on_expiry is None:
             on_expiry = self._on_expiry(frame)
-        return units, lines, on_expiry
+        return units, planned, on_expiry
 
     def _on_expiry(self, frame: Frame) -> OnExpiry:
         """The expiry rule of a hold on the chain (charge if any scope says so), cached."""
@@ -401,19 +409,11 @@ class Enforcer:
         # planned lines done once per repeated plan (``Planned.checked``), not per call.
         if frame is None:
             frame = CURRENT.get()
-        units = self.to_units(amounts)
-        if frame is None:
+        units, planned, on_expiry = self._planned(amounts, frame)
+        if planned is None or not planned.lines:
             return
-        if frame.deadline is not None:
-            self.check_deadline(frame)
-        policy = self.policy
-        planned = plan_for(frame, units, self.clock.now_ms(), policy.timezone)
         lines = planned.lines
-        if not lines:
-            return
-        on_expiry = frame.on_expiry
-        if on_expiry is None:
-            on_expiry = self._on_expiry(frame)
+        policy = self.policy
         rid = new_rid()
         ttl_s = policy.hold_ttl_s
         checked = planned.checked
