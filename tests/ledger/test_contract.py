@@ -334,3 +334,29 @@ def test_read_lines_reads_exactly_the_named_lines(ledger: Any) -> None:
     assert (tokens.held, tokens.remaining) == (40, 10_000 - 40)
     assert team.limit == 450
     assert ledger.read_lines([]) == []
+
+
+def test_books_a_reserve_returns_are_the_books_after_it(ledger: Any) -> None:
+    """
+    A backend that returns the lines' books with a granted reserve (Redis) returns them as
+    ``read_lines`` then reads them: with the reserve's own amounts, an operator's limit,
+    an overrun and a charge-now reserve. Others return None.
+    """
+    ledger.set_limit(TEAM, 450)
+    rid = ledger.reserve(chain(100, 40))
+    ledger.commit(rid, {"cost": 120, "tokens": 40})  # an overrun of 20 on every cost line
+    ledger.block(ORG, None)
+    ledger.block(TEAM, None)
+    ledger.block(RUN, None)
+    for charge_now in (False, True):
+        lines = chain(30, 5)
+        _rid, outcome = ledger.try_reserve(lines, charge_now=charge_now)
+        assert outcome.status is ReserveStatus.OK
+        if outcome.books is None:
+            assert getattr(ledger.storage, "scheme", None) != "redis"  # Redis always says
+            continue
+        assert list(outcome.books) == ledger.read_lines([line.key for line in lines])
+        assert [state.key for state in outcome.books] == [line.key for line in lines]
+        assert len(outcome.books) == len(lines)
+        assert outcome.books[1].limit == 450
+        assert outcome.books[0].overrun == 20

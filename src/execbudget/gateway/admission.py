@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import logging
 import weakref
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -53,6 +53,7 @@ __all__ = [
     "CallRecord",
     "LineBooks",
     "Settlements",
+    "books_from_reserve",
     "drive_call",
     "killed_denial",
     "least_rooms",
@@ -158,6 +159,29 @@ async def read_lines(
     return [_books(line, state) for line, state in zip(lines, states, strict=True)]
 
 
+def books_from_reserve(
+    enforcer: Enforcer, frame: Frame | None, states: Sequence[LineState] | None
+) -> list[LineBooks] | None:
+    """
+    What ``read_lines`` would return, from the books a granted reserve returned (Redis
+    returns them: the lines it read to check the reserve, as it left them); None when the
+    reserve said nothing or did not cover every line ``read_lines`` reads.
+    """
+    if states is None:
+        return None
+    lines = plan_lines(
+        frame, dict.fromkeys(_ALL_DIMS, 0), enforcer.clock.now_ms(), enforcer.policy.timezone
+    )
+    by_key = {state.key: state for state in states}
+    out: list[LineBooks] = []
+    for line in lines:
+        state = by_key.get(line.key)
+        if state is None:
+            return None
+        out.append(_books(line, state))
+    return out
+
+
 def least_rooms(books: list[LineBooks]) -> dict[str, tuple[int, str]]:
     """Per dimension, the least room on the chain and the scope that has it."""
     out: dict[str, tuple[int, str]] = {}
@@ -194,8 +218,11 @@ def killed_denial(scope: str) -> ScopeKilled:
 
 async def try_hold(
     enforcer: Enforcer, chain: Chain, amounts: Mapping[str, Any], ttl_s: float
-) -> Decision:
-    """Hold ``amounts`` on the chain's budget lines and its gateway lines, all or nothing."""
+) -> tuple[Decision, tuple[LineState, ...] | None]:
+    """
+    Hold ``amounts`` on the chain's budget lines and its gateway lines, all or nothing.
+    Also returns the lines' books as the reserve left them, when the ledger says.
+    """
     units, lines, on_expiry = enforcer.prepare(amounts, chain.frame)
     lines = [*lines, *chain.gateway_lines()]
     ledger = enforcer.aledger
@@ -204,14 +231,14 @@ async def try_hold(
     try:
         rid, outcome = await asyncio.shield(task)
     except LedgerUnavailable as exc:
-        return enforcer.unavailable(exc, units, False)  # raises unless failure_mode: open
+        return enforcer.unavailable(exc, units, False), None  # raises unless failure_mode: open
     except asyncio.CancelledError:
         task.add_done_callback(lambda t: _release_landed(ledger, t))
         raise
     denial = outcome.denial
     if denial is not None and denial.reason == "killed":
-        return Decision(None, killed_denial(denial.key.scope))
-    return enforcer.granted(rid, outcome, lines, units, False)
+        return Decision(None, killed_denial(denial.key.scope)), None
+    return enforcer.granted(rid, outcome, lines, units, False), outcome.books
 
 
 def _release_landed(ledger: AsyncLedger, task: asyncio.Task[Any]) -> None:
@@ -234,6 +261,8 @@ class CallRecord:
     overrun: bool = False
     rounds: int = 0
     room_reads: int = 0
+    #: The chain's lines as the granted reserve left them, when the ledger returns them.
+    books: tuple[LineState, ...] | None = None
     #: Commit without waiting for it (``drive_call`` starts it as a task, ``settling``):
     #: the answer can go out while the ledger writes. Whoever set this awaits ``settling``.
     defer_commit: bool = False
@@ -267,10 +296,10 @@ async def drive_call(
                 if kind is TryHold:
                     assert isinstance(op, TryHold)
                     record.rounds += 1
-                    value = await try_hold(enforcer, chain, op.amounts, op.ttl_s)
+                    value, record.books = await try_hold(enforcer, chain, op.amounts, op.ttl_s)
                     if value.hold is None and await _settled_meanwhile(value, enforcer):
                         record.rounds += 1
-                        value = await try_hold(enforcer, chain, op.amounts, op.ttl_s)
+                        value, record.books = await try_hold(enforcer, chain, op.amounts, op.ttl_s)
                     if value.hold is not None:
                         record.hold = value.hold
                         record.held = dict(value.hold.amounts)

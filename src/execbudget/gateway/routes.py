@@ -51,7 +51,14 @@ from ..invocation.engine import (
     StreamMeter,
 )
 from ..units import Dimension, units_to_money
-from .admission import CallRecord, LineBooks, drive_call, least_rooms, read_lines
+from .admission import (
+    CallRecord,
+    LineBooks,
+    books_from_reserve,
+    drive_call,
+    least_rooms,
+    read_lines,
+)
 from .app import Gateway, request_error
 from .chain import Chain, RequestError, model_name_problem
 from .keys import KeyRecord
@@ -498,6 +505,15 @@ async def _model_call(
     call = Call(api, body, stream, gateway.enforcer, chain.frame, gateway.settings)
     incoming = list(request.headers.items())
     reads: asyncio.Task[list[LineBooks]] | None = None
+    known: list[LineBooks] | None = None
+
+    def room_from_reserve() -> None:
+        nonlocal reads, known
+        if ex.status:  # answered already (the upstream failed at once): nothing to show
+            return
+        known = books_from_reserve(gateway.enforcer, chain.frame, ex.record.books)
+        if known is None:  # the reserve did not cover every line the headers show
+            reads = asyncio.ensure_future(read_lines(gateway.enforcer, chain.frame))
 
     async def send(kwargs: dict[str, Any]) -> Any:
         nonlocal reads
@@ -514,9 +530,13 @@ async def _model_call(
             metrics.admissions.labels(path).inc()
             metrics.holds_in_flight.inc()
             metrics.cost_held.inc(float(units_to_money(ex.record.held.get("cost", 0))))
-        # The room read runs while the provider works, so it adds no latency.
+        # The room left, worked out while the provider works: from the books the reserve
+        # returned (Redis), or else read.
         if gateway.config.remaining_headers:
-            reads = asyncio.ensure_future(read_lines(gateway.enforcer, chain.frame))
+            if ex.record.books is not None:
+                asyncio.get_running_loop().call_soon(room_from_reserve)
+            else:
+                reads = asyncio.ensure_future(read_lines(gateway.enforcer, chain.frame))
         metrics.admission_latency.observe(time.perf_counter() - ex.started)
         began = time.perf_counter()
         try:
@@ -627,7 +647,7 @@ async def _model_call(
         if reads is not None and reads.done() is False and ex.status >= 400:
             reads.cancel()
 
-    books = await _books(reads)
+    books = known if known is not None else await _books(reads)
     if isinstance(result, Started):
         return _StreamResponse(_stream(gateway, api, dialect, path, ex, chain, body, result, books))
     assert isinstance(result, _UpstreamJSON)

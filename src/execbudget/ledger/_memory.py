@@ -227,7 +227,7 @@ class MemoryStorage:
                     charge = on_expiry is _CHARGE
                     holds[rid] = (n, amounts, now, expires, charge, _HELD, None, None)
                     book.log.append((now, _RESERVE, rid, n, amounts))
-                    return _new(ReserveOutcome, (_OK, expires, None))
+                    return _new(ReserveOutcome, (_OK, expires, None, None))
             elif found is not None:
                 # The same hot path for ``charge_now`` (a step, a retry, a tool call): spend
                 # at once. Written out rather than shared, as above: a helper call per line
@@ -247,7 +247,7 @@ class MemoryStorage:
                     holds[rid] = (n, amounts, now, expires, charge, 1, amounts, now)
                     book.log.append((now, _RESERVE, rid, n, amounts))
                     book.log.append((now, 1, rid, n, amounts))
-                    return _new(ReserveOutcome, (_OK, expires, None))
+                    return _new(ReserveOutcome, (_OK, expires, None, None))
             return self._reserve_general(
                 chain, rid, lines, amounts, now, ttl_ms, on_expiry, charge_now
             )

@@ -9,10 +9,10 @@ script can produce one from the other.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, Final, cast
+from typing import Any, Final, cast, overload
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ..errors import ConfigurationError
@@ -24,6 +24,7 @@ from ._types import (
     HoldState,
     LineKey,
     LineRequest,
+    LineState,
     OnExpiry,
     ReserveOutcome,
     ReserveStatus,
@@ -295,10 +296,63 @@ def settle_call(
 
 
 # -- replies ----------------------------------------------------------------------------
+class ReplyBooks(Sequence[LineState]):
+    """
+    The lines' books a granted reserve's reply carries (limit, spent, held, overrun per
+    line, as the reserve left them), parsed on first use: most callers never look, and
+    the gateway looks while the provider works.
+    """
+
+    __slots__ = ("_lines", "_parsed", "_reply")
+
+    def __init__(self, lines: Sequence[LineRequest], reply: Sequence[Any]) -> None:
+        self._lines = lines
+        self._reply = reply
+        self._parsed: tuple[LineState, ...] | None = None
+
+    def _states(self) -> tuple[LineState, ...]:
+        parsed = self._parsed
+        if parsed is None:
+            reply = self._reply
+            parsed = self._parsed = tuple(
+                [
+                    LineState(
+                        req.key,
+                        int(reply[i]),
+                        int(reply[i + 1]),
+                        int(reply[i + 2]),
+                        int(reply[i + 3]),
+                        reply[i + 4] or None,
+                    )
+                    for req, i in zip(self._lines, range(2, len(reply), 5), strict=True)
+                ]
+            )
+        return parsed
+
+    @overload
+    def __getitem__(self, index: int) -> LineState: ...
+    @overload
+    def __getitem__(self, index: slice) -> tuple[LineState, ...]: ...
+    def __getitem__(self, index: int | slice) -> LineState | tuple[LineState, ...]:
+        return self._states()[index]
+
+    def __len__(self) -> int:
+        return len(self._lines)
+
+    def __iter__(self) -> Iterator[LineState]:
+        return iter(self._states())
+
+    def __repr__(self) -> str:
+        return f"ReplyBooks({list(self._states())!r})"
+
+
 def reserve_outcome(reply: Sequence[Any], lines: Sequence[LineRequest]) -> ReserveOutcome:
     code = int(reply[0])
     if code == 1:
-        return ReserveOutcome(ReserveStatus.OK, int(reply[1]))
+        books = None
+        if len(reply) == 2 + 5 * len(lines):  # (a library before the books: none)
+            books = ReplyBooks(lines, reply)
+        return ReserveOutcome(ReserveStatus.OK, int(reply[1]), books=books)
     if code == 2:
         return ReserveOutcome(ReserveStatus.DUP, int(reply[1]))
     if code == 3:

@@ -8,7 +8,7 @@ committed (actual usage charged), released, or expired by the reaper.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from types import MappingProxyType
@@ -88,6 +88,10 @@ class ReserveOutcome(NamedTuple):
     status: ReserveStatus
     expires_at_ms: int | None = None
     denial: Denial | None = None
+    #: The chain's lines as a granted reserve left them, in the order asked, when the
+    #: backend reads them anyway (Redis): a caller that shows the room left then needs no
+    #: second read. ``None`` when the backend does not say.
+    books: Sequence[LineState] | None = None
 
 
 class SettleOutcome(NamedTuple):

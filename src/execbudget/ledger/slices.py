@@ -1008,7 +1008,7 @@ class LocalChain:
                 self._log.append((now, 0, rid, gid, amount))
                 if lane.capacity - used - amount < self._low * amount:
                     self._refill(amount)
-                return rid, _new(ReserveOutcome, (_OK, expires, None))
+                return rid, _new(ReserveOutcome, (_OK, expires, None, None))
             return rid, self._general(amount, rid)
 
     def _lines(self, amount: int) -> list[LineRequest]:

@@ -117,6 +117,8 @@ end
 -- KEYS: hold, line_1..line_n
 -- ARGV: plen, rid, ttl_ms, now|'', on_expiry, charge_now(0|1), grace_ms, n,
 --       then per line: limit, amount, window_end_ms(0 = none)
+-- Reply: {1, expires, then per line: limit, spent, held, overrun, ''} when granted;
+--        {2|3, expires} for a known rid; {0, index, limit, spent, held, reason} refused.
 local function reserve(keys, args)
   local plen, rid, ttl, now_arg = tonumber(args[1]), args[2], args[3], args[4]
   local on_expiry, charge_now, grace, n = args[5], args[6], args[7], tonumber(args[8])
@@ -141,7 +143,7 @@ local function reserve(keys, args)
   local rows = {}
   for i = 1, n do
     local b = 6 + 3 * i
-    local row = call('HMGET', keys[i + 1], 'lim', 'ov', 'sp', 'hd', 'bl')
+    local row = call('HMGET', keys[i + 1], 'lim', 'ov', 'sp', 'hd', 'bl', 'or')
     local limit, spent, held = row[2] or args[b], row[3] or '0', row[4] or '0'
     if row[5] then return {0, i - 1, limit, spent, held, row[5]} end
     if exceeds(spent, held, args[b + 1], limit) then
@@ -158,7 +160,10 @@ local function reserve(keys, args)
   local fields = {'HSET', hold, 'st', charged and 'committed' or 'held',
                   'cr', now, 'ex', expires, 'oe', on_expiry}
   local entry = {'XADD', P .. 'ev', '', '_k', '', '_r', rid, '_t', ''}
-  local f, e = 10, 9
+  -- The reply carries every line's books as this reserve leaves them (limit, spent, held,
+  -- overrun, blocked): a caller that shows the room left needs no second read.
+  local reply = {1, expires}
+  local f, e, r = 10, 9, 2
   for i = 1, n do
     local b = 6 + 3 * i
     local key, amount, row = keys[i + 1], args[b + 1], rows[i]
@@ -180,6 +185,14 @@ local function reserve(keys, args)
     entry[e + 1] = line
     entry[e + 2] = amount
     e = e + 2
+    local spent, held = row[3] or '0', row[4] or '0'
+    if charged then spent = plus(spent, amount) else held = plus(held, amount) end
+    reply[r + 1] = row[2] or args[b]
+    reply[r + 2] = spent
+    reply[r + 3] = held
+    reply[r + 4] = row[6] or '0'
+    reply[r + 5] = ''  -- a blocked line refused the reserve above
+    r = r + 5
   end
   if charged then
     fields[f + 1] = 'se'
@@ -192,7 +205,7 @@ local function reserve(keys, args)
   else
     call('ZADD', P .. 'ex', expires, rid)
   end
-  return {1, expires}
+  return reply
 end
 
 -- Settle one hold already read into `h` (a flat HGETALL reply). Shared by settle and reap.
