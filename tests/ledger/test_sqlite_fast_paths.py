@@ -150,6 +150,65 @@ def test_the_memory_of_holds_is_bounded(tmp_path: Path) -> None:
     assert _books(ledger) == {ORG: (0, 0), RUN: (0, 0)}
 
 
+def test_a_known_chain_writes_what_a_new_one_does(two: tuple[Ledger, Ledger]) -> None:
+    """
+    The first reserve on a chain builds its ids and JSON piece by piece; later ones fill
+    the chain's remembered template. Another storage reads both back the same way.
+    """
+    a, b = two
+    tok = LineKey("run:r", "total", "tokens")
+
+    def chain(cost: int) -> list[LineRequest]:
+        return [LineRequest(ORG, 100, cost), LineRequest(tok, 1000, 10 * cost)]
+
+    first = a.reserve(chain(3))  # the chain is new to ``a``
+    second = a.reserve(chain(2))  # now it is known
+    charged = a.reserve(chain(1), charge_now=True)
+    third = a.reserve(chain(4))
+    assert a.commit(first, {"cost": 2, "tokens": 5}).charged == {ORG: 2, tok: 5}
+    assert dict(a.commit(second, {"tokens": 7}).charged) == {ORG: 2, tok: 7}
+    assert dict(a.release(third).charged) == {ORG: 0, tok: 0}
+    expected = {
+        first: ({ORG: 3, tok: 30}, {ORG: 2, tok: 5}),
+        second: ({ORG: 2, tok: 20}, {ORG: 2, tok: 7}),
+        charged: ({ORG: 1, tok: 10}, {ORG: 1, tok: 10}),
+        third: ({ORG: 4, tok: 40}, {ORG: 0, tok: 0}),
+    }
+    for rid, (held, spent) in expected.items():
+        record = b.hold(rid)
+        assert record is not None
+        assert (dict(record.amounts), dict(record.charged)) == (held, spent)
+    logged = [(e.kind, e.rid, dict(e.amounts)) for e in b.events()]
+    assert logged == [
+        ("reserve", first, {ORG: 3, tok: 30}),
+        ("reserve", second, {ORG: 2, tok: 20}),
+        ("reserve", charged, {ORG: 1, tok: 10}),
+        ("commit", charged, {ORG: 1, tok: 10}),
+        ("reserve", third, {ORG: 4, tok: 40}),
+        ("commit", first, {ORG: 2, tok: 5}),
+        ("commit", second, {ORG: 2, tok: 7}),
+        ("release", third, {ORG: 0, tok: 0}),
+    ]
+    assert _books(b) == {ORG: (5, 0), tok: (22, 0)}
+
+
+def test_the_memory_of_chains_is_bounded(tmp_path: Path) -> None:
+    """A new window is a new chain: the chains remembered are bounded, forgetting is safe."""
+    storage = SQLiteStorage(tmp_path / "l.db")
+    ledger = Ledger(storage)
+    rids = [
+        ledger.reserve(
+            [LineRequest(ORG, 10**6, 1), LineRequest(LineKey(f"run:{i}", "total", "cost"), 9, 1)]
+        )
+        for i in range(1100)
+    ]
+    assert 0 < len(storage._chains) <= 1024
+    for rid in rids:
+        assert ledger.commit(rid).status is SettleStatus.OK
+    assert ledger.commit(ledger.reserve(_chain(1, 10**6))).status is SettleStatus.OK
+    assert {s.key: s.spent for s in ledger.lines("org:")} == {ORG: 1101}
+
+
 def test_fail_fast_gives_up_at_once_and_a_later_plain_call_waits_again(tmp_path: Path) -> None:
     """The no-wait mode outlives the block (fewer statements), but only for inline calls."""
     storage = SQLiteStorage(tmp_path / "l.db", busy_timeout_ms=5_000)

@@ -82,12 +82,16 @@ _PAGE_SIZE: Final = 1024
 # mark, with an fsync: that commit takes milliseconds, and it was the whole p99. A larger
 # WAL checkpoints less often and writes each hot page once per checkpoint.
 DEFAULT_AUTOCHECKPOINT_PAGES: Final = 4000
+# The stored strings, looked up once: ``.value`` of an enum member is a Python-level
+# property call on every use.
 _SETTLED_STATE: Final = {
-    SettleMode.COMMIT: HoldState.COMMITTED,
-    SettleMode.RELEASE: HoldState.RELEASED,
-    SettleMode.EXPIRE: HoldState.EXPIRED,
-    SettleMode.EXPIRE_CHARGE: HoldState.EXPIRED_CHARGE,
+    SettleMode.COMMIT: HoldState.COMMITTED.value,
+    SettleMode.RELEASE: HoldState.RELEASED.value,
+    SettleMode.EXPIRE: HoldState.EXPIRED.value,
+    SettleMode.EXPIRE_CHARGE: HoldState.EXPIRED_CHARGE.value,
 }
+_EVENT_KIND: Final = {mode: mode.value for mode in SettleMode}
+_ON_EXPIRY: Final = {rule: rule.value for rule in OnExpiry}
 
 
 def _pairs_json(ids: Sequence[int], amounts: Sequence[int]) -> str:
@@ -116,8 +120,39 @@ _SETTLE_LINE_SQL: Final = "UPDATE eb_line SET held = held - ?, spent = spent + ?
 _SETTLE_HOLD_SQL: Final = (
     "UPDATE eb_hold SET state = ?, charged = ?, settled_ms = ? WHERE rid = ? AND state = 'held'"
 )
-#: (lines JSON, line ids, line keys, amounts) of a hold this storage made.
-_Mine = tuple[str, list[int], tuple[LineKey, ...], list[int]]
+# A plain hold names only what it sets: ``charged`` and ``settled_ms`` stay NULL.
+_HOLD_SQL: Final = (
+    "INSERT INTO eb_hold (rid, state, lines, created_ms, expires_at_ms, on_expiry)"
+    " VALUES (?,'held',?,?,?,?) ON CONFLICT (rid) DO NOTHING"
+)
+_CHARGED_SQL: Final = (
+    "INSERT INTO eb_hold (rid, state, lines, charged, created_ms, expires_at_ms, on_expiry,"
+    " settled_ms) VALUES (?,'committed',?,?,?,?,?,?) ON CONFLICT (rid) DO NOTHING"
+)
+_EVENT_SQL: Final = "INSERT INTO eb_event (ts_ms, kind, rid, lines) VALUES (?, ?, ?, ?)"
+#: Chains remembered (see ``_Chain``); a new window is a new chain, so the map is bounded.
+_MAX_CHAINS: Final = 1024
+
+
+class _Chain:
+    """
+    A chain of lines this storage has reserved on: its line ids, and its pairs JSON as a
+    ``%``-template of the amounts. A wrapped call reserves and settles on the same few
+    chains over and over; with the chain known, neither builds the id list or the JSON
+    piece by piece (the line ids of a key never change: lines are never deleted).
+    """
+
+    __slots__ = ("dims", "ids", "keys", "pairs")
+
+    def __init__(self, keys: tuple[LineKey, ...], ids: tuple[int, ...]) -> None:
+        self.keys = keys
+        self.ids = ids
+        self.dims = tuple(key[2] for key in keys)
+        self.pairs = "[" + ",".join(f"[{i},%d]" for i in ids) + "]"
+
+
+#: (chain, amounts, lines JSON) of a hold this storage made.
+_Mine = tuple[_Chain, tuple[int, ...], str]
 #: Holds this storage made and has not settled yet (see ``SQLiteStorage._held``).
 _MAX_HELD: Final = 4096
 
@@ -161,6 +196,7 @@ class SQLiteStorage:
         self._local = threading.local()
         self._ids: dict[LineKey, int] = {}
         self._keys: dict[int, LineKey] = {}
+        self._chains: dict[tuple[LineKey, ...], _Chain] = {}
         self._connections: list[sqlite3.Connection] = []
         # rid → what this storage held for it (lines JSON, ids, keys, amounts), until it
         # settles: the settle then skips reading the hold back. Only a cache: the settle
@@ -204,19 +240,31 @@ class SQLiteStorage:
         except BaseException:
             conn.close()
             raise
-        self._local.conn = conn
+        local = self._local
+        # One cursor per connection for the operations: ``conn.execute`` makes (and
+        # frees) a cursor object per statement, eight times per reserve and settle.
+        local.cur = conn.cursor()
+        local.nowait = local.inline = False
+        local.conn = conn
         with self._conns_lock:
             self._connections.append(conn)
         return conn
 
     def _use(self) -> sqlite3.Connection:
         """This thread's connection, waiting for other writers unless in ``fail_fast``."""
-        conn = self._conn()
+        return self._cursor().connection
+
+    def _cursor(self) -> sqlite3.Cursor:
+        """``_use``, as this thread's cursor (what the operations run on)."""
         local = self._local
-        if getattr(local, "nowait", False) and not getattr(local, "inline", False):
-            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+        cur: sqlite3.Cursor | None = getattr(local, "cur", None)
+        if cur is None:
+            self._conn()
+            cur = local.cur
+        if local.nowait and not local.inline:
+            cur.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
             local.nowait = False
-        return conn
+        return cur
 
     @contextmanager
     def fail_fast(self) -> Iterator[None]:
@@ -275,10 +323,10 @@ class SQLiteStorage:
         """
         if self._committer is not None and not getattr(self._local, "inline", False):
             return self._committer.run(fn, *args)
-        return run_alone(self._use(), fn, *args)
+        return run_alone(self._cursor(), fn, *args)
 
     def _line_ids(
-        self, conn: sqlite3.Connection, lines: Sequence[LineRequest]
+        self, conn: sqlite3.Cursor, lines: Sequence[LineRequest]
     ) -> tuple[list[int], dict[LineKey, int]]:
         """Line ids for a chain, creating missing lines; new ids are cached only on commit."""
         ids: list[int] = []
@@ -305,7 +353,7 @@ class SQLiteStorage:
             self._ids[key] = line_id
             self._keys[line_id] = key
 
-    def _key(self, conn: sqlite3.Connection, line_id: int) -> LineKey:
+    def _key(self, conn: sqlite3.Connection | sqlite3.Cursor, line_id: int) -> LineKey:
         key = self._keys.get(line_id)
         if key is None:
             scope, win, dim = conn.execute(
@@ -326,91 +374,98 @@ class SQLiteStorage:
         charge_now: bool = False,
     ) -> ReserveOutcome:
         now = self.clock.now_ms()
-        outcome, fresh, mine = self._tx(
-            self._reserve, now, rid, lines, ttl_ms, on_expiry, charge_now, True
-        )
+        # One C-level transpose: the keys find the chain, the limits and amounts are bound.
+        keys: tuple[LineKey, ...] = ()
+        limits: tuple[int, ...] = ()
+        amounts: tuple[int, ...] = ()
+        if lines:
+            keys, limits, amounts, _ = zip(*lines, strict=True)
+        chain = self._chains.get(keys)
+        args = (rid, lines, limits, amounts, ttl_ms, on_expiry, charge_now, chain)
+        outcome, fresh, pairs = self._tx(self._reserve, now, *args, True)
         if outcome is None:  # a line refused: undone; read the books in a transaction anew
-            outcome, fresh, mine = self._tx(
-                self._reserve, self.clock.now_ms(), rid, lines, ttl_ms, on_expiry, charge_now, False
-            )
+            outcome, fresh, pairs = self._tx(self._reserve, self.clock.now_ms(), *args, False)
         assert outcome is not None  # the reserve with a read always answers
         if outcome.status is ReserveStatus.OK:
-            self._remember(fresh)
-            if mine is not None:
+            if chain is None:
+                self._remember(fresh)
+                chain = self._chain(keys)
+            if not charge_now:
                 held = self._held
                 if len(held) >= _MAX_HELD:  # holds settled elsewhere, or never: forget them
                     held.clear()
-                held[rid] = mine
+                held[rid] = (chain, amounts, pairs)
         return outcome
+
+    def _chain(self, keys: tuple[LineKey, ...]) -> _Chain:
+        """Remember a chain whose lines all have known ids (after a granted reserve)."""
+        ids = self._ids
+        chain = _Chain(keys, tuple([ids[key] for key in keys]))
+        chains = self._chains
+        if len(chains) >= _MAX_CHAINS:
+            chains.clear()
+        chains[keys] = chain
+        return chain
 
     def _reserve(
         self,
-        conn: sqlite3.Connection,
+        cur: sqlite3.Cursor,
         now: int,
         rid: str,
         lines: Sequence[LineRequest],
+        limits: tuple[int, ...],
+        amounts: tuple[int, ...],
         ttl_ms: int,
         on_expiry: OnExpiry,
         charge_now: bool,
+        chain: _Chain | None,
         fast: bool,
-    ) -> tuple[ReserveOutcome | None, dict[LineKey, int], _Mine | None]:
+    ) -> tuple[ReserveOutcome | None, dict[LineKey, int], str]:
         """
         ``fast``: every line is a conditional point update and a refusal only says that
         some line refused (returns no outcome, undone); otherwise the books are read first
         and a refusal names the line, as the denial must.
         """
-        ids, fresh = self._line_ids(conn, lines)
-        amounts = [req.amount for req in lines]
-        pairs = _pairs_json(ids, amounts)
+        fresh: dict[LineKey, int]
+        if chain is not None:
+            ids: Sequence[int] = chain.ids
+            fresh = {}
+            pairs = chain.pairs % amounts
+        else:
+            ids, fresh = self._line_ids(cur, lines)
+            pairs = _pairs_json(ids, amounts)
         expires = now + ttl_ms
         # Claim the rid first: a retried reserve finds it taken and changes nothing.
-        claimed = conn.execute(
-            "INSERT INTO eb_hold (rid, state, lines, charged, created_ms, expires_at_ms,"
-            " on_expiry, settled_ms) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (rid) DO NOTHING",
-            (
-                rid,
-                (HoldState.COMMITTED if charge_now else HoldState.HELD).value,
-                pairs,
-                pairs if charge_now else None,
-                now,
-                expires,
-                on_expiry.value,
-                now if charge_now else None,
-            ),
-        ).rowcount
-        if not claimed:
-            state, old_expiry = conn.execute(
+        if charge_now:
+            claim = cur.execute(
+                _CHARGED_SQL, (rid, pairs, pairs, now, expires, _ON_EXPIRY[on_expiry], now)
+            )
+        else:
+            claim = cur.execute(_HOLD_SQL, (rid, pairs, now, expires, _ON_EXPIRY[on_expiry]))
+        if not claim.rowcount:
+            state, old_expiry = cur.execute(
                 "SELECT state, expires_at_ms FROM eb_hold WHERE rid = ?", (rid,)
             ).fetchone()
             status = ReserveStatus.DUP if state == HoldState.HELD else ReserveStatus.SETTLED
-            raise Undo((ReserveOutcome(status, old_expiry), {}, None))
-        grants = [(req.amount, req.limit, line_id) for req, line_id in zip(lines, ids, strict=True)]
-        grant_sql = _GRANT_SQL["spent" if charge_now else "held"]
+            raise Undo((ReserveOutcome(status, old_expiry), {}, pairs))
         if not fast:
             # Check every line; write nothing unless all of them grant.
-            books = {r[0]: r[1:] for r in conn.execute(_select_sql(len(ids)), ids)}
+            books = {r[0]: r[1:] for r in cur.execute(_select_sql(len(ids)), ids).fetchall()}
             for i, (req, line_id) in enumerate(zip(lines, ids, strict=True)):
                 override, spent, held, blocked = books[line_id]
                 limit = req.limit if override is None else override
                 if blocked is not None or spent + held + req.amount > limit:
                     denial = Denial(i, req.key, limit, spent, held, req.amount, blocked or "limit")
-                    raise Undo((ReserveOutcome(ReserveStatus.DENIED, None, denial), {}, None))
-        if conn.executemany(grant_sql, grants).rowcount != len(grants):
+                    raise Undo((ReserveOutcome(ReserveStatus.DENIED, None, denial), {}, pairs))
+        grant_sql = _GRANT_SQL["spent" if charge_now else "held"]
+        if cur.executemany(grant_sql, zip(amounts, limits, ids, strict=True)).rowcount != len(ids):
             if fast:
-                raise Undo((None, {}, None))
+                raise Undo((None, {}, pairs))
             raise sqlite3.InternalError("a reserve checked as granted was refused")
-        conn.execute(
-            "INSERT INTO eb_event (ts_ms, kind, rid, lines) VALUES (?, 'reserve', ?, ?)",
-            (now, rid, pairs),
-        )
+        cur.execute(_EVENT_SQL, (now, "reserve", rid, pairs))
         if charge_now:
-            conn.execute(
-                "INSERT INTO eb_event (ts_ms, kind, rid, lines) VALUES (?, 'commit', ?, ?)",
-                (now, rid, pairs),
-            )
-            return ReserveOutcome(ReserveStatus.OK, expires), fresh, None
-        keys = tuple(req.key for req in lines)
-        return ReserveOutcome(ReserveStatus.OK, expires), fresh, (pairs, ids, keys, amounts)
+            cur.execute(_EVENT_SQL, (now, "commit", rid, pairs))
+        return ReserveOutcome(ReserveStatus.OK, expires), fresh, pairs
 
     def settle(
         self, rid: str, mode: SettleMode, actual: Mapping[str, int] | None = None
@@ -420,46 +475,61 @@ class SQLiteStorage:
 
     def _settle(
         self,
-        conn: sqlite3.Connection,
+        cur: sqlite3.Cursor,
         now: int,
         rid: str,
         mode: SettleMode,
         actual: Mapping[str, int] | None,
         mine: _Mine | None,
     ) -> SettleOutcome:
-        state = _SETTLED_STATE[mode].value
+        state = _SETTLED_STATE[mode]
         if mine is not None:
             # A hold this storage made: its lines are known, and the hold's row is settled
             # only if it is still held with exactly those lines (another process may have
-            # settled or reaped it; then the read below answers).
-            pairs, ids, keys, amounts = mine
-            charged = charges_for(mode, dict(zip(keys, amounts, strict=True)), actual)
-            charges = [(i, a, charged[k]) for i, k, a in zip(ids, keys, amounts, strict=True)]
-            charged_pairs = _pairs_json(ids, [c for _, _, c in charges])
-            if conn.execute(
+            # settled or reaped it; then the read below answers). ``charges_for``, per line.
+            chain, amounts, pairs = mine
+            charged: tuple[int, ...]
+            if mode is SettleMode.COMMIT:
+                if actual:
+                    get = actual.get
+                    charged = tuple(
+                        [get(dim, a) for dim, a in zip(chain.dims, amounts, strict=True)]
+                    )
+                else:
+                    charged = amounts
+            elif mode is SettleMode.EXPIRE_CHARGE:
+                charged = amounts
+            else:
+                charged = (0,) * len(amounts)
+            charged_pairs = chain.pairs % charged
+            if cur.execute(
                 _SETTLE_HOLD_SQL + " AND lines = ?", (state, charged_pairs, now, rid, pairs)
             ).rowcount:
-                return self._settle_lines(conn, now, rid, mode, charges, charged, charged_pairs)
-        row = conn.execute(
+                charges = list(zip(chain.ids, amounts, charged, strict=True))
+                by_key = dict(zip(chain.keys, charged, strict=True))
+                return self._settle_lines(cur, now, rid, mode, charges, by_key, charged_pairs)
+        row = cur.execute(
             "SELECT state, lines, charged FROM eb_hold WHERE rid = ?", (rid,)
         ).fetchone()
         if row is None:
             return SettleOutcome(SettleStatus.UNKNOWN)
         held_state, lines_json, charged_json = row
         if held_state != HoldState.HELD:
-            return SettleOutcome(SettleStatus.SETTLED, self._decode(conn, charged_json))
+            return SettleOutcome(SettleStatus.SETTLED, self._decode(cur, charged_json))
         held_pairs: list[list[int]] = json.loads(lines_json)
-        held = {self._key(conn, i): a for i, a in held_pairs}
-        charged = charges_for(mode, held, actual)
+        held = {self._key(cur, i): a for i, a in held_pairs}
+        by_line = charges_for(mode, held, actual)
         keys_of = self._keys
-        charges = [(i, a, charged[keys_of[i]]) for i, a in held_pairs]
-        charged_pairs = _pairs_json([i for i, _, _ in charges], [c for _, _, c in charges])
-        conn.execute(_SETTLE_HOLD_SQL, (state, charged_pairs, now, rid))
-        return self._settle_lines(conn, now, rid, mode, charges, charged, charged_pairs)
+        line_charges = [(i, a, by_line[keys_of[i]]) for i, a in held_pairs]
+        charged_pairs = _pairs_json(
+            [i for i, _, _ in line_charges], [c for _, _, c in line_charges]
+        )
+        cur.execute(_SETTLE_HOLD_SQL, (state, charged_pairs, now, rid))
+        return self._settle_lines(cur, now, rid, mode, line_charges, by_line, charged_pairs)
 
     @staticmethod
     def _settle_lines(
-        conn: sqlite3.Connection,
+        cur: sqlite3.Cursor,
         now: int,
         rid: str,
         mode: SettleMode,
@@ -469,7 +539,7 @@ class SQLiteStorage:
     ) -> SettleOutcome:
         """Move each line's hold to spent (flagging overruns) and log the settlement."""
         if any(c > a for _, a, c in charges):
-            conn.executemany(
+            cur.executemany(
                 "UPDATE eb_line SET held = held - ?, spent = spent + ?, overrun = overrun + ?,"
                 " blocked = CASE WHEN ? > 0 THEN coalesce(blocked, 'overrun') ELSE blocked END"
                 " WHERE id = ?",
@@ -477,15 +547,14 @@ class SQLiteStorage:
             )
             status = SettleStatus.OVERRUN
         else:
-            conn.executemany(_SETTLE_LINE_SQL, [(a, c, i) for i, a, c in charges])
+            cur.executemany(_SETTLE_LINE_SQL, [(a, c, i) for i, a, c in charges])
             status = SettleStatus.OK
-        conn.execute(
-            "INSERT INTO eb_event (ts_ms, kind, rid, lines) VALUES (?, ?, ?, ?)",
-            (now, mode.value, rid, charged_pairs),
-        )
+        cur.execute(_EVENT_SQL, (now, _EVENT_KIND[mode], rid, charged_pairs))
         return SettleOutcome(status, charged)
 
-    def _decode(self, conn: sqlite3.Connection, pairs_json: str | None) -> dict[LineKey, int]:
+    def _decode(
+        self, conn: sqlite3.Connection | sqlite3.Cursor, pairs_json: str | None
+    ) -> dict[LineKey, int]:
         if not pairs_json:
             return {}
         return {self._key(conn, i): a for i, a in json.loads(pairs_json)}
@@ -607,7 +676,7 @@ class SQLiteStorage:
     def _write(self, sql: str, params: Sequence[Any]) -> int:
         """One statement in its own write transaction; returns the rows it changed."""
 
-        def run(conn: sqlite3.Connection) -> int:
+        def run(conn: sqlite3.Cursor) -> int:
             return int(conn.execute(sql, params).rowcount)
 
         return self._tx(run)

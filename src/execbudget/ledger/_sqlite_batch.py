@@ -45,20 +45,20 @@ class _Op:
         self.done = threading.Event()
 
 
-def run_alone(conn: sqlite3.Connection, fn: Callable[..., _R], *args: Any) -> _R:
-    """Run ``fn(conn, *args)`` in its own ``BEGIN IMMEDIATE`` transaction."""
-    conn.execute("BEGIN IMMEDIATE")
+def run_alone(cur: sqlite3.Cursor, fn: Callable[..., _R], *args: Any) -> _R:
+    """Run ``fn(cur, *args)`` in its own ``BEGIN IMMEDIATE`` transaction."""
+    cur.execute("BEGIN IMMEDIATE")
     try:
-        result = fn(conn, *args)
+        result = fn(cur, *args)
     except Undo as undo:
-        conn.execute("ROLLBACK")
+        cur.execute("ROLLBACK")
         value: _R = undo.value
         return value
     except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
+        if cur.connection.in_transaction:
+            cur.execute("ROLLBACK")
         raise
-    conn.execute("COMMIT")
+    cur.execute("COMMIT")
     return result
 
 
@@ -149,7 +149,7 @@ class GroupCommitter:
                 if opener is None:
                     raise sqlite3.ProgrammingError("Cannot operate on a closed database.")
                 conn = opener()
-            self._commit(conn, batch)
+            self._commit(conn.cursor(), batch)
         except BaseException as exc:  # the connection itself failed: every op hears it
             for op in batch:
                 op.error, op.result = exc, None
@@ -158,7 +158,8 @@ class GroupCommitter:
         return conn
 
     @staticmethod
-    def _commit(conn: sqlite3.Connection, batch: list[_Op]) -> None:
+    def _commit(conn: sqlite3.Cursor, batch: list[_Op]) -> None:
+        """Run ``batch`` on the writer's cursor ``conn``: one transaction, one commit."""
         if len(batch) == 1:  # nothing to share: the plain transaction, no savepoint
             op = batch[0]
             try:
@@ -181,6 +182,6 @@ class GroupCommitter:
                 conn.execute("RELEASE eb_op")
             conn.execute("COMMIT")
         except BaseException:
-            if conn.in_transaction:
+            if conn.connection.in_transaction:
                 conn.execute("ROLLBACK")
             raise
