@@ -362,6 +362,21 @@ class Enforcer:
         log.warning("execbudget: ledger unavailable, failing open by policy: %s", exc.detail)
         return Decision(Hold(self, "fail-open", [], units, None, degraded=True))
 
+    def _checked(self, planned: Planned, rid: str | None, ttl_s: float | None) -> tuple[str, int]:
+        """
+        The hold's id and TTL in ms, its lines validated by the ledger's ``check_reserve``.
+        With a fresh id, a repeated plan is validated once per TTL (``Planned.checked``, as
+        ``charge`` does); a caller's own id is checked every time.
+        """
+        ttl = ttl_s or self.policy.hold_ttl_s
+        if rid is not None:
+            return rid, check_reserve(rid, planned.lines, ttl)
+        rid = new_rid()
+        checked = planned.checked
+        if checked is None or checked[0] != ttl:
+            checked = planned.checked = (ttl, check_reserve(rid, planned.lines, ttl))
+        return rid, checked[1]
+
     @staticmethod
     def _frame(frame: Frame | None) -> Frame | None:
         return frame if frame is not None else CURRENT.get()
@@ -377,19 +392,17 @@ class Enforcer:
         charge_now: bool = False,
     ) -> Decision:
         frame = self._frame(frame)
-        units, lines, on_expiry = self.prepare(amounts, frame)
-        if not lines:  # nothing on the chain limits this action: no ledger round trip
+        units, planned, on_expiry = self._planned(amounts, frame)
+        if planned is None or not planned.lines:  # nothing limits this action: no ledger trip
             return Decision(Hold(self, rid or "unbudgeted", [], units, None))
-        ttl = ttl_s or self.policy.hold_ttl_s
+        lines = planned.lines
+        rid, ttl_ms = self._checked(planned, rid, ttl_s)
         try:
-            rid, outcome = self.ledger.try_reserve(
-                lines, rid=rid, ttl_s=ttl, on_expiry=on_expiry, charge_now=charge_now
-            )
+            ledger = self.ledger
+            outcome = ledger.reserve_checked(rid, lines, ttl_ms, on_expiry, charge_now)
             # Expired holds of crashed workers block until reaped: reap, then retry once.
-            if outcome.denial is not None and self.ledger.reap():
-                rid, outcome = self.ledger.try_reserve(
-                    lines, rid=rid, ttl_s=ttl, on_expiry=on_expiry, charge_now=charge_now
-                )
+            if outcome.denial is not None and ledger.reap():
+                outcome = ledger.reserve_checked(rid, lines, ttl_ms, on_expiry, charge_now)
         except LedgerUnavailable as exc:
             return self.unavailable(exc, units, charge_now)
         return self.granted(rid, outcome, lines, units, charge_now)
@@ -438,19 +451,17 @@ class Enforcer:
         charge_now: bool = False,
     ) -> Decision:
         frame = self._frame(frame)
-        units, lines, on_expiry = self.prepare(amounts, frame)
-        if not lines:
+        units, planned, on_expiry = self._planned(amounts, frame)
+        if planned is None or not planned.lines:
             return Decision(Hold(self, rid or "unbudgeted", [], units, None))
-        ttl = ttl_s or self.policy.hold_ttl_s
+        lines = planned.lines
+        rid, ttl_ms = self._checked(planned, rid, ttl_s)
         try:
-            rid, outcome = await self.aledger.try_reserve(
-                lines, rid=rid, ttl_s=ttl, on_expiry=on_expiry, charge_now=charge_now
-            )
+            ledger = self.aledger
+            outcome = await ledger.reserve_checked(rid, lines, ttl_ms, on_expiry, charge_now)
             # Expired holds of crashed workers block until reaped: reap, then retry once.
-            if outcome.denial is not None and await self.aledger.reap():
-                rid, outcome = await self.aledger.try_reserve(
-                    lines, rid=rid, ttl_s=ttl, on_expiry=on_expiry, charge_now=charge_now
-                )
+            if outcome.denial is not None and await ledger.reap():
+                outcome = await ledger.reserve_checked(rid, lines, ttl_ms, on_expiry, charge_now)
         except LedgerUnavailable as exc:
             return self.unavailable(exc, units, charge_now)
         return self.granted(rid, outcome, lines, units, charge_now)

@@ -214,6 +214,23 @@ def test_bad_amounts_are_refused_and_write_nothing(enforcer: Enforcer) -> None:
     assert enforcer.status() == []
 
 
+def test_a_repeated_plan_is_validated_once_per_ttl_but_a_callers_id_every_time(
+    enforcer: Enforcer,
+) -> None:
+    """try_hold remembers that a plan passed the ledger's checks, for its TTL only."""
+    amounts = {"cost": "0.01 USD", "steps": 1}
+    with enforcer.run("triage"):
+        for _ in range(2):
+            enforcer.hold(amounts).commit()
+        with pytest.raises(ConfigurationError, match="ttl"):
+            enforcer.hold(amounts, ttl_s=400 * 86400)  # a TTL this plan never passed with
+        with pytest.raises(ConfigurationError, match="reservation id"):
+            enforcer.hold(amounts, rid="x" * 300)  # a caller's id is always checked
+        enforcer.hold(amounts, rid="mine", ttl_s=30).release()
+        enforcer.hold(amounts).commit()
+    assert spent(enforcer) == {"run:triage/cost": 30_000_000, "run:triage/steps": 3}
+
+
 def test_unbudgeted_actions_need_no_ledger_round_trip(tmp_path: Path) -> None:
     enforcer = Enforcer(None, _unreachable(tmp_path))
     with enforcer.run("free") as run:
