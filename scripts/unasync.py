@@ -75,6 +75,7 @@ PAIRS: list[Pair] = [
         (
             (r"redis\.asyncio", "redis"),
             (r"AsyncRedisStorage", "RedisStorage"),
+            (r"AsyncLean", "SyncLean"),
             (r"_redis_async", "_redis_sync"),
             (r"asyncio\.Lock", "threading.Lock"),
             (r"import asyncio", "import threading"),

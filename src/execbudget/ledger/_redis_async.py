@@ -10,6 +10,7 @@ Each operation is one ``FCALL`` of the function library in ``_lua/ledger.lua``; 
 from __future__ import annotations
 
 import os
+import time
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -45,6 +46,7 @@ from ._redis_common import (
     unavailable_hint,
     version_tuple,
 )
+from ._redis_lean import AsyncLean
 from ._types import (
     TOMBSTONE_RETENTION_MS,
     Event,
@@ -60,6 +62,8 @@ from ._types import (
 )
 
 _PURGE_BATCH = 500
+#: After the hot-path connection could not be made, how long to use the pool alone.
+_SPARE_RETRY_S = 1.0
 
 #: Storages alive in this process, so a forked child drops their hot-path connections.
 _LIVE: weakref.WeakSet[AsyncRedisStorage] = weakref.WeakSet()
@@ -100,13 +104,14 @@ class AsyncRedisStorage:
         # itself (``_redis_common``), so the client is typed loosely here.
         self._r: Any = client
         self._pool: Any = client.connection_pool
-        # The hot path's own connection: reserve and settle take it with list.pop() and
-        # put it back with append() (atomic for threads and tasks alike, no await between
-        # taking and using it), so an uncontended call skips the pool's queue, locks,
-        # metrics and stale-data poll; a concurrent call takes a pooled one instead.
-        # It is one connection more than max_connections, closed with the client.
-        self._spare: list[Any] = []
+        # The hot path's own connection (``_redis_lean``): every FCALL takes it with
+        # list.pop() and puts it back with append() (atomic for threads and tasks alike),
+        # so an uncontended call skips redis-py's pool, stream and timeout machinery; a
+        # concurrent call takes a pooled one instead. It is one connection more than
+        # max_connections, closed with the client.
+        self._spare: list[AsyncLean] = []
         self._spare_made = False
+        self._spare_retry_at = 0.0
         _LIVE.add(self)
         self.keys = Keys(prefix)
         self.prefix = prefix
@@ -184,41 +189,59 @@ class AsyncRedisStorage:
 
     async def _send(self, command: tuple[str | int, ...]) -> Any:
         """
-        Send one command and read its reply on a pooled connection, retried and
-        reconnected by the client's retry policy as ``execute_command`` would be. This is
-        ``execute_command`` without what the ledger does not use on its hot path (the
-        per-argument encoder, response callbacks, per-command metrics): about a third of
-        the client's CPU per operation.
+        Send one command and read its reply: on the hot-path connection when it is free
+        (``_redis_lean``: one socket write, the reply parsed as it arrives), otherwise on
+        a pooled redis-py connection, retried and reconnected by the client's retry
+        policy as ``execute_command`` would be.
         """
         if self.wait_aof:
             return await self._send_waitaof(command)
+        conn: AsyncLean | None
         try:
             conn = self._spare.pop()
         except IndexError:
             conn = await self._new_spare()
         if conn is None:
             return await self._send_pooled(command)
+        assert PACK is not None  # a lean connection is only made with hiredis
         try:
-            return await conn.retry.call_with_retry(
-                lambda: self._roundtrip(conn, command), lambda _error: conn.disconnect()
-            )
+            reply = await conn.call(PACK(command))
         except redis.ResponseError:
-            raise  # an error reply: the connection is in step
-        except BaseException:
-            # Interrupted between a send and its reply, the connection could hand the
-            # next caller this call's reply: start it afresh.
-            await conn.disconnect()
+            self._spare.append(conn)  # an error reply: the connection is in step
             raise
-        finally:
-            self._spare.append(conn)
+        except (redis.ConnectionError, redis.TimeoutError):
+            # Lost: the pool's connections retry it (every ledger operation is idempotent
+            # by rid, so a retry of one that landed changes nothing).
+            self._drop_spare(conn)
+            return await self._send_pooled(command)
+        except BaseException:
+            if conn.in_step():  # cancelled while waiting: its reply will resolve nothing
+                self._spare.append(conn)
+            else:
+                self._drop_spare(conn)
+            raise
+        self._spare.append(conn)
+        return reply
 
-    async def _new_spare(self) -> Any:
-        """The hot path's connection, made on first use (and again in a forked child)."""
-        if self._spare_made:
-            return None  # it exists and another caller has it: use the pool
+    async def _new_spare(self) -> AsyncLean | None:
+        """
+        The hot path's connection, made on first use (again after it failed, at most once
+        a second, and in a forked child); None while another caller has it, or when the
+        URL is not eligible (TLS, a Unix socket, Sentinel: redis-py throughout).
+        """
+        if self._spare_made or PACK is None or time.monotonic() < self._spare_retry_at:
+            return None
         self._spare_made = True
-        pool = self._pool
-        return pool.connection_class(**pool.connection_kwargs)
+        try:
+            return await AsyncLean.open(self._pool)
+        except (OSError, redis.RedisError):  # the pool's path names the failure
+            self._spare_made = False
+            self._spare_retry_at = time.monotonic() + _SPARE_RETRY_S
+            return None
+
+    def _drop_spare(self, conn: AsyncLean) -> None:
+        conn.close()
+        self._spare_made = False
 
     def _forget_spare(self) -> None:
         """In a forked child: the parent's connection is not ours to use."""
@@ -402,7 +425,7 @@ class AsyncRedisStorage:
     async def aclose(self) -> None:
         spare, self._spare = self._spare, []
         for conn in spare:
-            await conn.disconnect()
+            conn.close()
         await self._r.aclose()
 
     async def __aenter__(self) -> AsyncRedisStorage:
