@@ -94,8 +94,10 @@ def dimension(name: str) -> Dimension:
 
 def money_to_units(amount: Decimal) -> int:
     """Money to ledger nano-units, rounded up so a hold is never smaller than the money."""
-    units = (amount * NANO).to_integral_value(rounding=ROUND_CEILING)
-    return check_units(int(units), what="money")
+    units = int((amount * NANO).to_integral_value(rounding=ROUND_CEILING))
+    if 0 <= units <= _MAX_UNITS:  # every hold and settlement: check_units only names a fault
+        return units
+    return check_units(units, what="money")
 
 
 def units_to_money(units: int) -> Decimal:
