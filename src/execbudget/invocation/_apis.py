@@ -60,10 +60,21 @@ def plain(value: Any) -> Any:
     return value
 
 
+#: Whether a type is a Mapping, per type: ``isinstance(obj, Mapping)`` of an SDK object
+#: runs ``ABCMeta.__instancecheck__`` (a Python-level call) on every field read.
+_IS_MAPPING: dict[type, bool] = {dict: True}
+
+
 def _get(obj: Any, name: str) -> Any:
     if obj is None:
         return None
-    if isinstance(obj, Mapping):
+    cls = type(obj)
+    is_mapping = _IS_MAPPING.get(cls)
+    if is_mapping is None:
+        is_mapping = isinstance(obj, Mapping)
+        if len(_IS_MAPPING) < 256:
+            _IS_MAPPING[cls] = is_mapping
+    if is_mapping:
         return obj.get(name)
     return getattr(obj, name, None)
 

@@ -45,6 +45,28 @@ class Usage:
     cache_write_1h_tokens: int = 0
 
     def __post_init__(self) -> None:
+        # The common case in one expression: six exact ints, the parts within their totals
+        # (built on every settlement and every usage chunk); anything else is named below.
+        i, o = self.input_tokens, self.output_tokens
+        read, write, write_1h = (
+            self.cache_read_tokens,
+            self.cache_write_tokens,
+            self.cache_write_1h_tokens,
+        )
+        reasoning = self.reasoning_tokens
+        if (
+            type(i) is int
+            and type(o) is int
+            and type(read) is int
+            and type(write) is int
+            and type(write_1h) is int
+            and type(reasoning) is int
+            and read >= 0
+            and 0 <= write_1h <= write
+            and read + write <= i
+            and 0 <= reasoning <= o
+        ):
+            return
         for name in _FIELDS:
             value = getattr(self, name)
             if type(value) is int and value >= 0:  # the common case, without isinstance
