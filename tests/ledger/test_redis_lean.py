@@ -86,6 +86,30 @@ async def test_async_lost_connection_is_replaced(prefix: str) -> None:
         await ledger.aclose()
 
 
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_the_connection_is_used_and_kept_on_either_event_loop(prefix: str, loop: str) -> None:
+    """The gateway runs on uvloop, whose transports are not asyncio.Transport subclasses."""
+
+    async def scenario() -> list[Any]:
+        ledger = AsyncLedger.from_url(url_with(REDIS_URL, prefix=prefix))
+        try:
+            rid = await ledger.reserve([LineRequest(KEY, 100, 10)])
+            first = _lean(ledger.storage)
+            await ledger.commit(rid, {"cost": 2})
+            return [first, _lean(ledger.storage), await ledger.lines()]
+        finally:
+            await ledger.aclose()
+
+    factory = None
+    if loop == "uvloop":
+        uvloop = pytest.importorskip("uvloop")
+        factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        first, then, lines = runner.run(scenario())
+    assert isinstance(first, AsyncLean) and then is first
+    assert [(s.spent, s.held) for s in lines] == [(2, 0)]
+
+
 async def test_a_cancelled_caller_leaves_the_connection_in_step(tmp_path: Path) -> None:
     """
     A reserve cancelled after it was written still lands; the next caller on the same

@@ -23,7 +23,7 @@ import asyncio
 import socket
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import hiredis
 import redis
@@ -135,7 +135,6 @@ class AsyncLean(asyncio.Protocol):
         conn = cls(settings, loop)
         async with asyncio.timeout(settings.connect_timeout_s):
             transport, _ = await loop.create_connection(lambda: conn, settings.host, settings.port)
-        # (uvloop may call connection_made after create_connection has returned)
         conn._transport = transport
         try:
             if settings.keepalive:
@@ -151,8 +150,8 @@ class AsyncLean(asyncio.Protocol):
 
     # -- asyncio.Protocol ---------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # (uvloop's transports do not subclass asyncio.Transport; they have its methods)
+        self._transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         reader = self._reader
