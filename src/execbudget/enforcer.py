@@ -43,7 +43,7 @@ from .scopes import (
     plan_for,
     plan_lines,
 )
-from .units import Dimension, check_units, dimension, money_to_units, parse_money
+from .units import Dimension, LedgerUnits, check_units, dimension, money_to_units, parse_money
 
 if TYPE_CHECKING:
     from .run import Scope
@@ -266,6 +266,8 @@ class Enforcer:
     # -- the pure steps shared by sync and async ----------------------------------------
     def to_units(self, amounts: Amounts) -> dict[str, int]:
         """Amounts as ledger integers: money (Decimal or '0.05 USD') for cost, else counts."""
+        if type(amounts) is LedgerUnits:  # converted already (a wrapped call's settlement)
+            return amounts
         units: dict[str, int] = {}
         for name, value in amounts.items():
             # the hot path (steps, retries, tool calls: small ints) skips the enum lookup

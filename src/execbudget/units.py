@@ -92,6 +92,17 @@ def dimension(name: str) -> Dimension:
         raise ConfigurationError(f"unknown budget dimension {name!r}; allowed: {allowed}") from None
 
 
+class LedgerUnits(dict[str, int]):
+    """
+    Amounts already in ledger units (money in nano-units, rounded up; counts as they are),
+    which ``Enforcer.to_units`` passes through as they are: a wrapped call computes its
+    settlement in integers (``usage_units``) rather than in Decimal money to convert
+    back. The ledger still checks every value.
+    """
+
+    __slots__ = ()
+
+
 def money_to_units(amount: Decimal) -> int:
     """Money to ledger nano-units, rounded up so a hold is never smaller than the money."""
     units = int((amount * NANO).to_integral_value(rounding=ROUND_CEILING))

@@ -26,6 +26,7 @@ from execbudget.invocation._procedure import (
     TryHold,
     call_procedure,
 )
+from execbudget.units import money_to_units
 
 MINI = "gpt-4o-mini"
 HELLO = [{"role": "user", "content": "hi"}]
@@ -178,8 +179,10 @@ def test_a_settlement_failure_after_success_does_not_lose_the_answer() -> None:
     response = {"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 2}}
     commit = step(gen, response)
     assert isinstance(commit, Commit)
-    assert commit.actual == {
-        "cost": Decimal(3) * Decimal("0.15") / 10**6 + Decimal(2) * Decimal("0.6") / 10**6,
+    assert commit.actual == {  # in ledger units: 3 x 0.15 + 2 x 0.6 USD per Mtok, in nano-USD
+        "cost": money_to_units(
+            Decimal(3) * Decimal("0.15") / 10**6 + Decimal(2) * Decimal("0.6") / 10**6
+        ),
         "tokens": 5,
         "input_tokens": 3,
         "output_tokens": 2,

@@ -18,12 +18,14 @@ from execbudget.pricing import (
     PriceTier,
     Usage,
     cost_for,
+    cost_units_for,
     genai_prices_version,
     max_output_for,
     parse_price_override,
     worst_case_for,
 )
 from execbudget.pricing.catalog import bundled_snapshot
+from execbudget.units import money_to_units
 
 D = Decimal
 NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
@@ -362,6 +364,32 @@ def call_within_caps(draw: st.DrawFn) -> tuple[ModelPrice, int, int, Usage]:
         reasoning_tokens=reasoning,
     )
     return price, cap_in, cap_out, usage
+
+
+def _thirds_price() -> ModelPrice:
+    """Rates whose nano-units per token are not whole (nor finite decimals of few digits)."""
+    return ModelPrice(
+        model="thirds",
+        provider="test",
+        input_per_mtok=D("0.333333333333333333333"),
+        output_per_mtok=D("1.7"),
+        cache_read_per_mtok=D("0.0375"),
+        per_request=D("0.0000000001"),
+        tiers=(PriceTier(threshold=10, input_per_mtok=D("2.5"), output_per_mtok=D("0.07")),),
+        source="test",
+    )
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(call_within_caps(), st.booleans())
+def test_cost_in_units_is_the_decimal_cost_rounded_up(
+    case: tuple[ModelPrice, int, int, Usage], thirds: bool
+) -> None:
+    """The integer settlement path charges exactly what the Decimal one does."""
+    price, _, _, usage = case
+    if thirds:
+        price = _thirds_price()
+    assert cost_units_for(price, usage) == money_to_units(cost_for(price, usage))
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])

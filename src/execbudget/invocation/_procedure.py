@@ -36,7 +36,7 @@ from ._plan import (
     request_timeout,
     should_downgrade,
 )
-from ._settle import local_usage, usage_amounts
+from ._settle import local_usage, usage_units
 
 if TYPE_CHECKING:
     from ..enforcer import Decision, Enforcer, Hold
@@ -376,7 +376,7 @@ def _settle_failure(admitted: Admitted, failure: Failure) -> Generator[Op, Any, 
         elif failure.settle == "call":
             yield Commit(admitted.hold, UNBILLED_CALL)
         elif failure.settle == "usage" and failure.usage is not None:
-            yield Commit(admitted.hold, usage_amounts(admitted.price, failure.usage))
+            yield Commit(admitted.hold, usage_units(admitted.price, failure.usage))
         else:
             yield Commit(admitted.hold, None)
     except ExecBudgetError as exc:  # the call's own error matters more; the TTL frees it
@@ -390,7 +390,7 @@ def _settle_response(call: Call, admitted: Admitted, response: Any) -> Generator
         call.api.count_response(response, tally)
         usage = local_usage(admitted.plan, tally)
     try:
-        yield Commit(admitted.hold, usage_amounts(admitted.price, usage))
+        yield Commit(admitted.hold, usage_units(admitted.price, usage))
     except ExecBudgetError as exc:
         # The answer is paid for and delivered; failing the call now would only make the
         # caller pay again. The hold stays until its TTL, and the log says so.

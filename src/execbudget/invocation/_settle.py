@@ -17,7 +17,8 @@ from enum import Enum
 from typing import Any
 
 from ..errors import OutputBudgetExceeded
-from ..pricing import ModelPrice, TokenCounter, Usage, cost_for
+from ..pricing import ModelPrice, TokenCounter, Usage, cost_for, cost_units_for
+from ..units import LedgerUnits
 from ._apis import Api, OutputTally
 from ._plan import Plan
 
@@ -32,6 +33,18 @@ def usage_amounts(price: ModelPrice, usage: Usage) -> dict[str, Any]:
         "output_tokens": usage.output_tokens,
         "calls": 1,
     }
+
+
+def usage_units(price: ModelPrice, usage: Usage) -> LedgerUnits:
+    """``usage_amounts`` in ledger units (cost in nano-units, rounded up as ``to_units``
+    rounds it): a settlement commits them as they are, with no Decimal arithmetic."""
+    return LedgerUnits(
+        cost=cost_units_for(price, usage),
+        tokens=usage.total_tokens,
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        calls=1,
+    )
 
 
 def local_usage(plan: Plan, tally: OutputTally, start: Usage | None = None) -> Usage:

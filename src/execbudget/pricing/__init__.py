@@ -19,6 +19,7 @@ from .book import (
     CacheWrite,
     PriceBook,
     cost_for,
+    cost_units_for,
     max_output_for,
     worst_case_for,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "TokenizerProfile",
     "Usage",
     "cost_for",
+    "cost_units_for",
     "describe_price",
     "genai_prices_version",
     "get_encoder",

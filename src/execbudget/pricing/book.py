@@ -17,13 +17,16 @@ The arithmetic is pure (no I/O, no clock reads: the clock is injected) and exact
 from __future__ import annotations
 
 import fnmatch
+import math
 import sys
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from decimal import Context, Decimal
+from fractions import Fraction
 from typing import Final, Literal
 
 from ..errors import ConfigurationError, UnpricedModelError
+from ..units import _MAX_UNITS, check_units, money_to_units
 from . import catalog
 from .rates import PER_MTOK, ModelPrice, PriceTier
 from .usage import Usage
@@ -399,6 +402,77 @@ def cost_for(price: ModelPrice, usage: Usage) -> Decimal:
     total = add(total, mul(usage.output_tokens - usage.reasoning_tokens, output_rate))
     total = add(total, mul(usage.reasoning_tokens, reasoning_rate))
     return ctx.plus(ctx.add(ctx.divide(total, _MTOK), price.per_request))
+
+
+#: One tier's billed rates in integers (see ``cost_units_for``): ``(threshold, denominator,
+#: numerators)``, the numerators in the order of ``_Level``'s billed rates plus the
+#: per-request fee last.
+_UnitLevel = tuple[int, int, tuple[int, ...]]
+_unit_levels_cache: dict[int, tuple[ModelPrice, tuple[_UnitLevel, ...] | None]] = {}
+
+
+def _unit_levels(price: ModelPrice) -> tuple[_UnitLevel, ...] | None:
+    """
+    Each tier's billed rates as nano-units per token over one common denominator, so a
+    cost is a sum of integer products and one ceiling division; None if a rate is not a
+    finite number (``cost_units_for`` then takes the Decimal path). Cached like ``_levels``.
+    """
+    entry = _unit_levels_cache.get(id(price))
+    if entry is not None and entry[0] is price:
+        return entry[1]
+    levels: list[_UnitLevel] | None = []
+    try:
+        fee = Fraction(price.per_request) * 1_000_000_000
+        for threshold, _, _, billed in _levels(price):
+            # a rate per million tokens, in nano-units per token: rate * 1e9 / 1e6
+            rates = [Fraction(rate) * 1000 for rate in billed] + [fee]
+            denominator = math.lcm(*(rate.denominator for rate in rates))
+            numerators = tuple(int(rate * denominator) for rate in rates)
+            assert levels is not None
+            levels.append((threshold, denominator, numerators))
+    except (ValueError, OverflowError):  # NaN or an infinity: not for integers
+        levels = None
+    if len(_unit_levels_cache) >= 4096:
+        _unit_levels_cache.clear()
+    result = None if levels is None else tuple(levels)
+    _unit_levels_cache[id(price)] = (price, result)
+    return result
+
+
+def cost_units_for(price: ModelPrice, usage: Usage) -> int:
+    """
+    ``money_to_units(cost_for(price, usage))``, computed in integers: the same exact cost
+    rounded up to a nano-unit, without Decimal arithmetic (every settled call pays it).
+    """
+    levels = _unit_levels(price)
+    if levels is None:
+        return money_to_units(cost_for(price, usage))
+    _, denominator, rates = levels[0]
+    for threshold, level_denominator, level_rates in levels[1:]:  # cost_for's cliff rule
+        if usage.input_tokens > threshold:
+            denominator, rates = level_denominator, level_rates
+        else:
+            break
+    input_rate, read_rate, write_rate, write_1h_rate, output_rate, reasoning_rate, fee = rates
+    read, write, write_1h = (
+        usage.cache_read_tokens,
+        usage.cache_write_tokens,
+        usage.cache_write_1h_tokens,
+    )
+    reasoning = usage.reasoning_tokens
+    total = (
+        (usage.input_tokens - read - write) * input_rate
+        + read * read_rate
+        + (write - write_1h) * write_rate
+        + write_1h * write_1h_rate
+        + (usage.output_tokens - reasoning) * output_rate
+        + reasoning * reasoning_rate
+        + fee
+    )
+    units = -(-total // denominator)  # rounded up: a charge is never below the money
+    if 0 <= units <= _MAX_UNITS:
+        return units
+    return check_units(units, what="money")
 
 
 def max_output_for(
