@@ -198,7 +198,7 @@ class SQLiteStorage:
         self._keys: dict[int, LineKey] = {}
         self._chains: dict[tuple[LineKey, ...], _Chain] = {}
         self._connections: list[sqlite3.Connection] = []
-        # rid → what this storage held for it (lines JSON, ids, keys, amounts), until it
+        # rid → what this storage held for it (chain, amounts, lines JSON), until it
         # settles: the settle then skips reading the hold back. Only a cache: the settle
         # checks the hold's row still says exactly that, and reads it otherwise.
         self._held: dict[str, _Mine] = {}
