@@ -371,7 +371,7 @@ class Enforcer:
         ``charge`` does); a caller's own id is checked every time.
         """
         ttl = ttl_s or self.policy.hold_ttl_s
-        if rid is not None:
+        if rid:  # (an empty id means a fresh one, as the ledger's try_reserve takes it)
             return rid, check_reserve(rid, planned.lines, ttl)
         rid = new_rid()
         checked = planned.checked

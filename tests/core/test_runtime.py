@@ -228,7 +228,10 @@ def test_a_repeated_plan_is_validated_once_per_ttl_but_a_callers_id_every_time(
             enforcer.hold(amounts, rid="x" * 300)  # a caller's id is always checked
         enforcer.hold(amounts, rid="mine", ttl_s=30).release()
         enforcer.hold(amounts).commit()
-    assert spent(enforcer) == {"run:triage/cost": 30_000_000, "run:triage/steps": 3}
+        empty = enforcer.hold(amounts, rid="")  # an empty id means a fresh one, as before
+        assert empty.rid
+        empty.commit()
+    assert spent(enforcer) == {"run:triage/cost": 40_000_000, "run:triage/steps": 4}
 
 
 def test_unbudgeted_actions_need_no_ledger_round_trip(tmp_path: Path) -> None:

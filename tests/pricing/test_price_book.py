@@ -392,6 +392,23 @@ def test_cost_in_units_is_the_decimal_cost_rounded_up(
     assert cost_units_for(price, usage) == money_to_units(cost_for(price, usage))
 
 
+@pytest.mark.parametrize("tiny", ["1E-90", "1E-5000", "0." + "1" * 60])
+def test_cost_in_units_agrees_with_the_hold_for_overrides_of_any_precision(tiny: str) -> None:
+    """
+    A rate with more digits than ``cost_for`` keeps: the settlement is rounded like the
+    hold, so a call that used its whole worst case is not an overrun of one nano-unit.
+    """
+    price = ModelPrice(
+        model="tiny", provider="test", input_per_mtok=D(1), output_per_mtok=D(tiny), source="t"
+    )
+    for used_in, used_out in ((8, 5), (1_000_000, 3), (0, 10**12)):
+        usage = Usage(input_tokens=used_in, output_tokens=used_out)
+        assert cost_units_for(price, usage) == money_to_units(cost_for(price, usage))
+        assert cost_units_for(price, usage) == money_to_units(
+            worst_case_for(price, used_in, used_out)
+        )
+
+
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(call_within_caps())
 def test_worst_case_bounds_any_usage_within_caps(case: tuple[ModelPrice, int, int, Usage]) -> None:

@@ -408,6 +408,10 @@ def cost_for(price: ModelPrice, usage: Usage) -> Decimal:
 #: numerators)``, the numerators in the order of ``_Level``'s billed rates plus the
 #: per-request fee last.
 _UnitLevel = tuple[int, int, tuple[int, ...]]
+#: Rates whose integer numerators or common denominator pass this take the Decimal path:
+#: a token count (< 2**63, 19 digits) times such a rate stays within the 80 digits that
+#: ``cost_for`` computes exactly, so both paths agree (an override may have any digits).
+_EXACT_BOUND: Final = 10**40
 _unit_levels_cache: dict[int, tuple[ModelPrice, tuple[_UnitLevel, ...] | None]] = {}
 
 
@@ -428,6 +432,11 @@ def _unit_levels(price: ModelPrice) -> tuple[_UnitLevel, ...] | None:
             rates = [Fraction(rate) * 1000 for rate in billed] + [fee]
             denominator = math.lcm(*(rate.denominator for rate in rates))
             numerators = tuple(int(rate * denominator) for rate in rates)
+            if denominator > _EXACT_BOUND or max(map(abs, numerators)) > _EXACT_BOUND:
+                # More digits than ``cost_for``'s context keeps exactly: the hold
+                # (``worst_case_for``) is rounded there, so the settlement must be too.
+                levels = None
+                break
             assert levels is not None
             levels.append((threshold, denominator, numerators))
     except (ValueError, OverflowError):  # NaN or an infinity: not for integers
