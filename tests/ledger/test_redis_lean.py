@@ -108,6 +108,7 @@ def test_the_connection_is_used_and_kept_on_either_event_loop(prefix: str, loop:
         first, then, lines = runner.run(scenario())
     assert isinstance(first, AsyncLean) and then is first
     assert [(s.spent, s.held) for s in lines] == [(2, 0)]
+    assert first._lost is not None  # closed with the ledger
 
 
 async def test_a_cancelled_caller_leaves_the_connection_in_step(tmp_path: Path) -> None:

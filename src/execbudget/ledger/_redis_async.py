@@ -111,6 +111,7 @@ class AsyncRedisStorage:
         # max_connections, closed with the client.
         self._spare: list[AsyncLean] = []
         self._spare_made = False
+        self._lean: AsyncLean | None = None  # the one made, in use or not (for close)
         self._spare_retry_at = 0.0
         _LIVE.add(self)
         self.keys = Keys(prefix)
@@ -233,19 +234,22 @@ class AsyncRedisStorage:
             return None
         self._spare_made = True
         try:
-            return await AsyncLean.open(self._pool)
+            self._lean = await AsyncLean.open(self._pool)
         except (OSError, redis.RedisError):  # the pool's path names the failure
             self._spare_made = False
             self._spare_retry_at = time.monotonic() + _SPARE_RETRY_S
             return None
+        return self._lean
 
     def _drop_spare(self, conn: AsyncLean) -> None:
         conn.close()
+        self._lean = None
         self._spare_made = False
 
     def _forget_spare(self) -> None:
         """In a forked child: the parent's connection is not ours to use."""
         self._spare = []
+        self._lean = None
         self._spare_made = False
 
     async def _send_pooled(self, command: tuple[str | int, ...]) -> Any:
@@ -423,9 +427,12 @@ class AsyncRedisStorage:
         return int(seconds) * 1000 + int(micros) // 1000
 
     async def aclose(self) -> None:
-        spare, self._spare = self._spare, []
-        for conn in spare:
-            conn.close()
+        # The hot-path connection, also when a caller has it (its call then fails); none
+        # is made after this.
+        lean, self._lean, self._spare = self._lean, None, []
+        self._spare_made = True
+        if lean is not None:
+            lean.close()
         await self._r.aclose()
 
     async def __aenter__(self) -> AsyncRedisStorage:

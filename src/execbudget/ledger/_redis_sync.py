@@ -113,6 +113,7 @@ class RedisStorage:
         # max_connections, closed with the client.
         self._spare: list[SyncLean] = []
         self._spare_made = False
+        self._lean: SyncLean | None = None  # the one made, in use or not (for close)
         self._spare_retry_at = 0.0
         _LIVE.add(self)
         self.keys = Keys(prefix)
@@ -235,19 +236,22 @@ class RedisStorage:
             return None
         self._spare_made = True
         try:
-            return SyncLean.open(self._pool)
+            self._lean = SyncLean.open(self._pool)
         except (OSError, redis.RedisError):  # the pool's path names the failure
             self._spare_made = False
             self._spare_retry_at = time.monotonic() + _SPARE_RETRY_S
             return None
+        return self._lean
 
     def _drop_spare(self, conn: SyncLean) -> None:
         conn.close()
+        self._lean = None
         self._spare_made = False
 
     def _forget_spare(self) -> None:
         """In a forked child: the parent's connection is not ours to use."""
         self._spare = []
+        self._lean = None
         self._spare_made = False
 
     def _send_pooled(self, command: tuple[str | int, ...]) -> Any:
@@ -425,9 +429,12 @@ class RedisStorage:
         return int(seconds) * 1000 + int(micros) // 1000
 
     def close(self) -> None:
-        spare, self._spare = self._spare, []
-        for conn in spare:
-            conn.close()
+        # The hot-path connection, also when a caller has it (its call then fails); none
+        # is made after this.
+        lean, self._lean, self._spare = self._lean, None, []
+        self._spare_made = True
+        if lean is not None:
+            lean.close()
         self._r.close()
 
     def __enter__(self) -> RedisStorage:
