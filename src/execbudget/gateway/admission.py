@@ -218,7 +218,7 @@ def killed_denial(scope: str) -> ScopeKilled:
 
 async def try_hold(
     enforcer: Enforcer, chain: Chain, amounts: Mapping[str, Any], ttl_s: float
-) -> tuple[Decision, tuple[LineState, ...] | None]:
+) -> tuple[Decision, Sequence[LineState] | None]:
     """
     Hold ``amounts`` on the chain's budget lines and its gateway lines, all or nothing.
     Also returns the lines' books as the reserve left them, when the ledger says.
@@ -262,7 +262,7 @@ class CallRecord:
     rounds: int = 0
     room_reads: int = 0
     #: The chain's lines as the granted reserve left them, when the ledger returns them.
-    books: tuple[LineState, ...] | None = None
+    books: Sequence[LineState] | None = None
     #: Commit without waiting for it (``drive_call`` starts it as a task, ``settling``):
     #: the answer can go out while the ledger writes. Whoever set this awaits ``settling``.
     defer_commit: bool = False
