@@ -322,9 +322,8 @@ class ReplyBooks(Sequence[LineState]):
                         int(reply[i + 1]),
                         int(reply[i + 2]),
                         int(reply[i + 3]),
-                        reply[i + 4] or None,
                     )
-                    for req, i in zip(self._lines, range(2, len(reply), 5), strict=True)
+                    for req, i in zip(self._lines, range(2, len(reply), 4), strict=True)
                 ]
             )
         return parsed
@@ -349,10 +348,7 @@ class ReplyBooks(Sequence[LineState]):
 def reserve_outcome(reply: Sequence[Any], lines: Sequence[LineRequest]) -> ReserveOutcome:
     code = int(reply[0])
     if code == 1:
-        books = None
-        if len(reply) == 2 + 5 * len(lines):  # (a library before the books: none)
-            books = ReplyBooks(lines, reply)
-        return ReserveOutcome(ReserveStatus.OK, int(reply[1]), books=books)
+        return ReserveOutcome(ReserveStatus.OK, int(reply[1]), books=ReplyBooks(lines, reply))
     if code == 2:
         return ReserveOutcome(ReserveStatus.DUP, int(reply[1]))
     if code == 3:

@@ -117,7 +117,7 @@ end
 -- KEYS: hold, line_1..line_n
 -- ARGV: plen, rid, ttl_ms, now|'', on_expiry, charge_now(0|1), grace_ms, n,
 --       then per line: limit, amount, window_end_ms(0 = none)
--- Reply: {1, expires, then per line: limit, spent, held, overrun, ''} when granted;
+-- Reply: {1, expires, then per line: limit, spent, held, overrun} when granted;
 --        {2|3, expires} for a known rid; {0, index, limit, spent, held, reason} refused.
 local function reserve(keys, args)
   local plen, rid, ttl, now_arg = tonumber(args[1]), args[2], args[3], args[4]
@@ -161,7 +161,8 @@ local function reserve(keys, args)
                   'cr', now, 'ex', expires, 'oe', on_expiry}
   local entry = {'XADD', P .. 'ev', '', '_k', '', '_r', rid, '_t', ''}
   -- The reply carries every line's books as this reserve leaves them (limit, spent, held,
-  -- overrun, blocked): a caller that shows the room left needs no second read.
+  -- overrun; none is blocked, or it would have refused): a caller that shows the room
+  -- left needs no second read.
   local reply = {1, expires}
   local f, e, r = 10, 9, 2
   for i = 1, n do
@@ -191,8 +192,7 @@ local function reserve(keys, args)
     reply[r + 2] = spent
     reply[r + 3] = held
     reply[r + 4] = row[6] or '0'
-    reply[r + 5] = ''  -- a blocked line refused the reserve above
-    r = r + 5
+    r = r + 4
   end
   if charged then
     fields[f + 1] = 'se'
