@@ -44,10 +44,10 @@ from ..invocation.engine import (
     call_procedure,
     shielded,
 )
-from ..ledger import AsyncLedger, LineRequest, LineState
+from ..ledger import AsyncLedger, LineRequest, LineState, ReserveStatus, new_rid
 from ..scopes import Frame, plan_lines
 from ..units import LEDGER_DIMENSIONS
-from .chain import Chain
+from .chain import Chain, gateway_line
 
 __all__ = [
     "CallRecord",
@@ -222,18 +222,21 @@ async def try_hold(
     """
     Hold ``amounts`` on the chain's budget lines and its gateway lines, all or nothing.
     Also returns the lines' books as the reserve left them, when the ledger says.
+
+    The reserve is awaited directly (a task and a shield around it cost two event-loop
+    passes on every request). A request cancelled while its reserve is in flight undoes
+    it instead: see ``_undo_reserve``.
     """
     units, lines, on_expiry = enforcer.prepare(amounts, chain.frame)
     lines = [*lines, *chain.gateway_lines()]
     ledger = enforcer.aledger
-    coro = ledger.try_reserve(lines, ttl_s=ttl_s, on_expiry=on_expiry)
-    task = background(coro)
+    rid = new_rid()
     try:
-        rid, outcome = await asyncio.shield(task)
+        rid, outcome = await ledger.try_reserve(lines, rid=rid, ttl_s=ttl_s, on_expiry=on_expiry)
     except LedgerUnavailable as exc:
         return enforcer.unavailable(exc, units, False), None  # raises unless failure_mode: open
     except asyncio.CancelledError:
-        task.add_done_callback(lambda t: _release_landed(ledger, t))
+        settlements(ledger).start(_undo_reserve(ledger, rid, chain, ttl_s))
         raise
     denial = outcome.denial
     if denial is not None and denial.reason == "killed":
@@ -241,13 +244,25 @@ async def try_hold(
     return enforcer.granted(rid, outcome, lines, units, False), outcome.books
 
 
-def _release_landed(ledger: AsyncLedger, task: asyncio.Task[Any]) -> None:
-    """A reserve landed after its request was cancelled: give the hold back."""
-    if task.cancelled() or task.exception() is not None:
-        return
-    rid, outcome = task.result()
-    if outcome.denial is None:
-        settlements(ledger).start(ledger.release(rid))
+async def _undo_reserve(ledger: AsyncLedger, rid: str, chain: Chain, ttl_s: float) -> None:
+    """
+    Make sure the reserve ``rid`` of a cancelled request holds nothing, whenever it lands.
+
+    Its command may have landed, may still be on its way (on another connection than
+    this undo's), or may never land. So the undo first reserves ``rid`` itself, for
+    nothing on one gateway line: if the original got there first this finds it held
+    (``DUP``); if not, the rid now exists and the original, arriving later, is a retry
+    of a known rid that changes nothing. Releasing ``rid`` then frees whatever it holds.
+    Only a kill switch thrown on the key in between can refuse the undo's reserve; the
+    original then meets the same switch, or its TTL frees it.
+    """
+    marker = gateway_line(chain.scopes[-1], amount=0)
+    try:
+        _, outcome = await ledger.try_reserve([marker], rid=rid, ttl_s=ttl_s)
+        if outcome.status in (ReserveStatus.OK, ReserveStatus.DUP):
+            await ledger.release(rid)
+    except Exception as exc:  # the TTL frees it
+        log.warning("could not undo the reserve %s of a cancelled request: %s", rid, exc)
 
 
 # -- the driver --------------------------------------------------------------------------
