@@ -119,9 +119,13 @@ def test_denial_is_402_with_the_whole_story_and_never_retried(
     for field in ("scope", "dimension", "limit", "spent", "held", "requested", "resets_at"):
         assert field in body, field
     assert body["scope"] == "team:acme/search" and body["dimension"] == "cost"
-    # one request reached the gateway (no SDK retry), none reached the provider
-    after = gw.gateway.metrics.requests.labels("/v1/chat/completions", "402")._value.get()
-    assert after - before == 1
+    # one request reached the gateway (no SDK retry), none reached the provider; the
+    # access log and its metrics are written once the answer is out, so wait for them
+    requests = gw.gateway.metrics.requests.labels("/v1/chat/completions", "402")
+    deadline = time.monotonic() + 5
+    while requests._value.get() == before and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert requests._value.get() - before == 1
     assert fake_provider.requests == []
     assert gw.ledger.holds() == []
 

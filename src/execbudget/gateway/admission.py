@@ -402,8 +402,8 @@ def settle_later(
 
 
 async def _settle_logged(enforcer: Enforcer, hold: Hold, actual: Mapping[str, Any] | None) -> None:
-    try:
-        await settle_hold(enforcer, hold, actual)
+    try:  # a task nobody cancels already: no shield needed around the write
+        await settle_hold(enforcer, hold, actual, shield=False)
     except Exception as exc:
         log.error("execbudget: could not settle hold %s: %s", hold.rid, exc)
 
@@ -416,16 +416,23 @@ SHUTDOWN_RETRY_S: Final = 0.2
 
 
 async def settle_hold(
-    enforcer: Enforcer, hold: Hold, actual: Mapping[str, Any] | None, *, release: bool = False
+    enforcer: Enforcer,
+    hold: Hold,
+    actual: Mapping[str, Any] | None,
+    *,
+    release: bool = False,
+    shield: bool = True,
 ) -> bool:
     """
-    Commit ``actual`` (or release), never cancelled half way. If the ledger is briefly
-    unreachable the settlement is retried in the background (it is idempotent by the
-    hold's id, so a retry of one that did land changes nothing) instead of stranding the
-    hold until its TTL. Returns False if it had to be deferred.
+    Commit ``actual`` (or release), never cancelled half way (``shield=False``: the caller
+    is a task nobody cancels). If the ledger is briefly unreachable the settlement is
+    retried in the background (it is idempotent by the hold's id, so a retry of one that
+    did land changes nothing) instead of stranding the hold until its TTL. Returns False
+    if it had to be deferred.
     """
+    write = hold.arelease() if release else hold.acommit(actual)
     try:
-        await shielded(hold.arelease() if release else hold.acommit(actual))
+        await (shielded(write) if shield else write)
         return True
     except LedgerUnavailable as exc:
         log.warning("settling hold %s failed, retrying in the background: %s", hold.rid, exc)

@@ -24,8 +24,8 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -224,7 +224,7 @@ class Exchange:
 
     route: str
     started: float = field(default_factory=time.perf_counter)
-    request_id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
+    request_id: str = field(default_factory=lambda: os.urandom(8).hex())
     key: KeyRecord | None = None
     chain: Chain | None = None
     model: str | None = None
@@ -241,6 +241,9 @@ class Exchange:
     record: CallRecord = field(default_factory=CallRecord)
     #: The request body, kept only when the operator set ``log_bodies``.
     body: Any = None
+    provider: str | None = None
+    #: A whole call's settlement metrics, counted with the access log once it is answered.
+    settled_due: bool = False
 
     def fields(self, gateway: Gateway) -> dict[str, Any]:
         currency = gateway.policy.currency
@@ -295,7 +298,14 @@ def _readable(units: Mapping[str, int], currency: str) -> dict[str, Any]:
 
 
 def _log(gateway: Gateway, ex: Exchange) -> None:
-    gateway.metrics.requests.labels(ex.route, str(ex.status)).inc()
+    """The access log and the metrics of an answered request (after the answer went out)."""
+    metrics = gateway.metrics
+    if ex.settled_due:
+        ex.settled_due = False
+        _settled(gateway, ex)
+    if ex.upstream_s is not None and ex.provider is not None:
+        metrics.upstream_latency.labels(ex.provider).observe(ex.upstream_s)
+    metrics.requests.labels(ex.route, str(ex.status)).inc()
     logger = access_logger()
     if logger.isEnabledFor(logging.INFO):
         logger.info("request", extra={"fields": ex.fields(gateway)})
@@ -381,19 +391,6 @@ def _sent_max(api: Api, kwargs: Mapping[str, Any]) -> int | None:
     return None
 
 
-async def model_call(
-    request: Request, api: Api, dialect: Dialect, path: str, provider: str
-) -> Response:
-    """One model call, answered once its settlement has landed (see ``ModelEndpoint``)."""
-    gateway: Gateway = request.app.state.gateway
-    response, ex = await _answer(gateway, request, api, dialect, path, provider)
-    if ex.record.settling is not None:
-        await _settled_in_ledger(ex)
-    if not isinstance(response, GuardedStream):
-        _log(gateway, ex)
-    return response
-
-
 class ModelEndpoint:
     """
     The ASGI app of one model route. The answer goes out first; the settlement's ledger
@@ -413,11 +410,11 @@ class ModelEndpoint:
         response, ex = await _answer(
             gateway, request, self.api, self.dialect, self.path, self.provider
         )
-        if not isinstance(response, GuardedStream):
-            _log(gateway, ex)
         try:
             await response(scope, receive, send)
         finally:
+            if not isinstance(response, GuardedStream):
+                _log(gateway, ex)
             if ex.record.settling is not None:
                 await _settled_in_ledger(ex)
 
@@ -475,6 +472,7 @@ async def _model_call(
     ex: Exchange,
 ) -> Response | _StreamResponse:
     metrics = gateway.metrics
+    ex.provider = provider
     try:
         ex.key = key = gateway.authenticate(request)
         body = await read_json(request, gateway.config.max_body_bytes)
@@ -525,20 +523,16 @@ async def _model_call(
         if asked is not None and ex.sent_max is not None and ex.sent_max < asked:
             ex.clamped_from = asked
             metrics.clamped.inc()
-        hold = ex.record.hold
-        if hold is not None and not hold.degraded:
-            metrics.admissions.labels(path).inc()
-            metrics.holds_in_flight.inc()
-            metrics.cost_held.inc(float(units_to_money(ex.record.held.get("cost", 0))))
-        # The room left, worked out while the provider works: from the books the reserve
-        # returned (Redis), or else read.
+        began = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        # Metrics and the room left are worked out while the provider works: the room
+        # from the books the reserve returned (Redis), or else read.
+        loop.call_soon(_admitted, gateway, ex, began - ex.started)
         if gateway.config.remaining_headers:
             if ex.record.books is not None:
-                asyncio.get_running_loop().call_soon(room_from_reserve)
+                loop.call_soon(room_from_reserve)
             else:
                 reads = asyncio.ensure_future(read_lines(gateway.enforcer, chain.frame))
-        metrics.admission_latency.observe(time.perf_counter() - ex.started)
-        began = time.perf_counter()
         try:
             if stream:
                 opened = await gateway.pool.open_stream(
@@ -550,7 +544,6 @@ async def _model_call(
             )
         finally:
             ex.upstream_s = time.perf_counter() - began
-            metrics.upstream_latency.labels(provider).observe(ex.upstream_s)
         try:
             data = json.loads(answer.content)
         except ValueError as err:
@@ -651,7 +644,7 @@ async def _model_call(
     if isinstance(result, Started):
         return _StreamResponse(_stream(gateway, api, dialect, path, ex, chain, body, result, books))
     assert isinstance(result, _UpstreamJSON)
-    _settled(gateway, ex)
+    ex.settled_due = True  # counted once answered (``_log``)
     ex.status, ex.decision = 200, "admitted"
     headers = dict(result.headers)
     headers.update(budget_headers(gateway, ex, books, settled=True))
@@ -666,6 +659,17 @@ async def _books(reads: asyncio.Task[list[LineBooks]] | None) -> list[LineBooks]
     except Exception as exc:  # headers are a courtesy; the call itself went through
         log.warning("reading the remaining budget failed: %s", exc)
         return None
+
+
+def _admitted(gateway: Gateway, ex: Exchange, admission_s: float) -> None:
+    """Metrics of an admitted call (a callback while the provider works)."""
+    metrics = gateway.metrics
+    hold = ex.record.hold
+    if hold is not None and not hold.degraded:
+        metrics.admissions.labels(ex.route).inc()
+        metrics.holds_in_flight.inc()
+        metrics.cost_held.inc(float(units_to_money(ex.record.held.get("cost", 0))))
+    metrics.admission_latency.observe(admission_s)
 
 
 def _settled(gateway: Gateway, ex: Exchange) -> None:
