@@ -73,13 +73,31 @@ def _ledgers(config: GatewayConfig) -> tuple[Ledger | None, AsyncLedger]:
     return sync, ledger
 
 
+def header_map(request: Request) -> dict[str, str]:
+    """
+    The request's headers as a dict, made once per request (names are lower case in
+    ASGI; a repeated header keeps its first value, as ``Headers.get`` does). Starlette's
+    ``Headers.get`` scans and decodes every header on each lookup, and a model call
+    looks up six.
+    """
+    scope = request.scope
+    found: dict[str, str] | None = scope.get("execbudget.headers")
+    if found is None:
+        found = {}
+        for name, value in reversed(scope["headers"]):
+            found[name.decode("latin-1")] = value.decode("latin-1")
+        scope["execbudget.headers"] = found
+    return found
+
+
 def _presented_key(request: Request) -> str | None:
-    auth = request.headers.get("authorization")
+    headers = header_map(request)
+    auth = headers.get("authorization")
     if auth:
         scheme, _, token = auth.partition(" ")
         if scheme.lower() == "bearer" and token.strip():
             return token.strip()
-    key = request.headers.get("x-api-key")
+    key = headers.get("x-api-key")
     return key.strip() if key and key.strip() else None
 
 

@@ -59,7 +59,7 @@ from .admission import (
     least_rooms,
     read_lines,
 )
-from .app import Gateway, request_error
+from .app import Gateway, header_map, request_error
 from .chain import Chain, RequestError, model_name_problem
 from .keys import KeyRecord
 from .logs import access_logger
@@ -88,7 +88,7 @@ _MAX_OUT: Final = 2**31 - 1
 # -- the request body ----------------------------------------------------------------------
 async def read_json(request: Request, limit: int) -> dict[str, Any]:
     """The JSON object body, or a 400/413 ``RequestError`` saying what to change."""
-    declared = request.headers.get("content-length")
+    declared = header_map(request).get("content-length")
     if declared is not None:
         try:
             size = int(declared)
@@ -144,11 +144,21 @@ def _too_large(limit: int) -> RequestError:
     )
 
 
+#: Model names that passed ``model_name_problem`` (checked once, not on every call).
+_GOOD_MODELS: set[Any] = set()
+_MAX_GOOD_MODELS: Final = 4096
+
+
 def check_body(api: Api, body: Mapping[str, Any]) -> tuple[str, bool]:
     """Fields the gateway must trust before counting: model, stream, output limits, n."""
-    problem = model_name_problem(body.get("model"))
-    if problem is not None:
-        raise RequestError(400, problem, code="invalid_model", param="model")
+    model = body.get("model")
+    if type(model) is not str or model not in _GOOD_MODELS:
+        problem = model_name_problem(model)
+        if problem is not None:
+            raise RequestError(400, problem, code="invalid_model", param="model")
+        if len(_GOOD_MODELS) >= _MAX_GOOD_MODELS:
+            _GOOD_MODELS.clear()
+        _GOOD_MODELS.add(model)
     stream = body.get("stream", False)
     if stream is None:
         stream = False
@@ -491,8 +501,9 @@ async def _model_call(
                 code="model_not_allowed",
                 param="model",
             )
+        headers = header_map(request)
         ex.chain = chain = gateway.chains.build(
-            key, model, request.headers.get(WORKFLOW_HEADER), request.headers.get(RUN_HEADER)
+            key, model, headers.get(WORKFLOW_HEADER), headers.get(RUN_HEADER)
         )
     except RequestError as exc:
         ex.status = exc.status
