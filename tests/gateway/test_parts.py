@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -198,3 +199,46 @@ def test_allow_list_patterns() -> None:
     assert record.allows("GPT-4o-mini") and record.allows("claude-3-5-haiku-latest")
     assert not record.allows("gpt-4o")
     assert KeyRecord("k", "sha256:" + "0" * 64, "o").allows("anything")
+
+
+def test_serve_freezes_the_started_heap_and_an_embedded_app_does_not(tmp_path: Any) -> None:
+    """``gc.freeze`` is process-wide: ``serve`` asks for it, ``create_app`` alone does not."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(
+        """
+        import asyncio, dataclasses, gc, sys
+        sys.path.insert(0, sys.argv[1])
+        from tests.gateway._harness import config
+        from execbudget.gateway import create_app
+
+        async def started(freeze):
+            cfg = dataclasses.replace(
+                config(None, {"scopes": []}), freeze_heap=freeze
+            )
+            app = create_app(cfg)
+            async with app.router.lifespan_context(app):
+                return gc.get_freeze_count()
+
+        print(asyncio.run(started(False)), asyncio.run(started(True)))
+        """
+    )
+    root = str(Path(__file__).resolve().parents[2])
+    out = subprocess.run(
+        [sys.executable, "-c", script, root], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    unfrozen, frozen = map(int, out.stdout.split())
+    assert unfrozen == 0 and frozen > 10_000
+    from execbudget.gateway.cli import build_config
+
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("scopes: []\n", encoding="utf-8")
+    served = build_config(
+        {"policy": str(policy), "upstream": ["openai=http://127.0.0.1:9"],
+         "ledger": "memory://", "default_max_tokens": 256, "max_body_bytes": 8 << 20,
+         "kill_poll": 1.0, "upstream_timeout": 30.0, "log_bodies": False}
+    )  # fmt: skip
+    assert served.freeze_heap is True

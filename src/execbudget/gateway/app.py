@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator
 from typing import Any, Final, cast
@@ -308,6 +309,9 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await asyncio.to_thread(gateway.warm_up)
+        if config.freeze_heap:
+            gc.collect()
+            gc.freeze()
         gateway.start()
         try:
             yield

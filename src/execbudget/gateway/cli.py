@@ -119,6 +119,7 @@ def build_config(arguments: dict[str, Any]) -> Any:
         upstream_timeout_s=arguments["upstream_timeout"],
         log_bodies=arguments["log_bodies"],
         remaining_headers=arguments.get("remaining_headers", True),
+        freeze_heap=True,
     )
 
 

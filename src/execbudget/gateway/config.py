@@ -143,6 +143,11 @@ class GatewayConfig:
     remaining_headers: bool = True
     #: Put a ``model:<name>`` scope in every chain (platform-wide per-model budgets).
     model_scopes: bool = True
+    #: Once started (encodings and prices loaded), move every object alive out of the
+    #: cyclic collector's reach (``gc.freeze``): a full collection walks all of them, 49 ms
+    #: measured in a warmed-up gateway, on some request's path; frozen, 0.004 ms. A
+    #: process-wide setting, so ``serve`` turns it on and an app embedded elsewhere does not.
+    freeze_heap: bool = False
     clock: Clock = SYSTEM_CLOCK
 
     def __post_init__(self) -> None:
