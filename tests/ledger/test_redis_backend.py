@@ -72,6 +72,25 @@ def test_checks_are_exact_on_both_sides_of_2_53(prefix: str, limit: int) -> None
 
 
 @pytest.mark.redis
+def test_a_huge_bound_is_exact_across_the_double_fast_path(prefix: str) -> None:
+    """Against a bound from 2^53 up, sums below 2^53 skip the limbs; from 2^53 they do not."""
+    key = LineKey("org:huge", "gateway", "calls")
+    with Ledger.from_url(url_with(REDIS_URL, prefix=prefix)) as ledger:
+        ledger.reserve([LineRequest(key, BIG, 2**53 - 2)])
+        ledger.reserve([LineRequest(key, BIG, 1)])  # 2^53 - 1: the double path
+        ledger.reserve([LineRequest(key, BIG, 1)])  # 2^53: the limbs from here
+        ledger.reserve([LineRequest(key, BIG, BIG - 2**53 - 1)])  # one below the bound
+        ledger.reserve([LineRequest(key, BIG, 1)])  # exactly the bound: still within it
+        _, outcome = ledger.try_reserve([LineRequest(key, BIG, 1)])
+        assert outcome.status is ReserveStatus.DENIED
+        assert (outcome.denial.held, outcome.denial.limit) == (BIG, BIG)
+        rid = ledger.reserve([LineRequest(LineKey("org:huge2", "t", "calls"), BIG, 5)])
+        assert ledger.commit(rid, {"calls": 2**53 + 1}).status is SettleStatus.OVERRUN
+        rid = ledger.reserve([LineRequest(LineKey("org:huge3", "t", "calls"), BIG, 5)])
+        assert ledger.commit(rid, {"calls": 4}).status is SettleStatus.OK
+
+
+@pytest.mark.redis
 def test_works_without_hiredis(prefix: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Without hiredis, commands are packed by redis-py's connection instead."""
     monkeypatch.setattr(_redis_sync, "PACK", None)

@@ -72,20 +72,27 @@ end
 -- Integers below 2^53 are exact doubles. A comparison against a bound below 2^53 is exact
 -- in doubles even when the other side rounds: rounding is monotonic, so a true value above
 -- the bound (at least bound + 1 <= 2^53) never rounds down to the bound, and a true value
--- at or below it is exact. Bounds from 2^53 up take the limb path.
+-- at or below it is exact. Against a bound from 2^53 up, a double sum below 2^53 is exact
+-- (every term is, and so is each partial sum) and so below the bound: only a sum from
+-- 2^53 up takes the limb path. (The gateway's counting lines have a bound of 2^62 and
+-- sums far below it: they skip the limbs' tables.)
 local EXACT = 9007199254740992  -- 2^53
 
 -- a + b + c > bound (decimal strings).
 local function exceeds(a, b, c, bound)
   local limit = tonumber(bound)
-  if limit < EXACT then return tonumber(a) + tonumber(b) + tonumber(c) > limit end
+  local sum = tonumber(a) + tonumber(b) + tonumber(c)
+  if limit < EXACT then return sum > limit end
+  if sum < EXACT then return false end
   return gt(add(add(big(a), big(b)), big(c)), big(bound))
 end
 
 -- a > b (decimal strings).
 local function above(a, b)
   local limit = tonumber(b)
-  if limit < EXACT then return tonumber(a) > limit end
+  local value = tonumber(a)
+  if limit < EXACT then return value > limit end
+  if value < EXACT then return false end
   return gt(big(a), big(b))
 end
 
