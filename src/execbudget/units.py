@@ -115,6 +115,20 @@ def units_to_money(units: int) -> Decimal:
     return (Decimal(units) / NANO).normalize()
 
 
+def money_text(units: int) -> str:
+    """
+    ``f"{units_to_money(units):f}"`` without the Decimal: plain digits, no exponent, no
+    trailing zeros (``1_500_000_000`` → ``"1.5"``). Every gateway answer shows three or four
+    amounts; integer arithmetic is a fifth of the time.
+    """
+    if units < 0:
+        return "-" + money_text(-units)
+    whole, nanos = divmod(units, 1_000_000_000)
+    if not nanos:
+        return str(whole)
+    return f"{whole}.{nanos:09d}".rstrip("0")
+
+
 def check_units(value: int, *, what: str = "amount") -> int:
     """Reject negative or absurd integer amounts before they reach a ledger."""
     if isinstance(value, bool) or not isinstance(value, int):

@@ -8,11 +8,13 @@ from execbudget.errors import ConfigurationError
 from execbudget.units import (
     Dimension,
     display,
+    money_text,
     money_to_units,
     parse_count,
     parse_duration,
     parse_limit,
     parse_money,
+    units_to_money,
 )
 
 
@@ -68,3 +70,17 @@ def test_money_units_round_up_so_holds_are_never_short() -> None:
     assert display("cost", 1_500_000_000) == "1.5 USD"
     assert display("time", 1500) == "1.5s"
     assert display("tokens", 12345) == "12,345"
+
+
+@pytest.mark.parametrize(
+    "units",
+    [0, 1, 9, 10, 999_999_999, 1_000_000_000, 1_000_000_001, 1_500_000_000, 10**10, 10**12 + 7,
+     123_456_789_012, 2**53 + 1, 2**62, -1, -1_500_000_000],
+)  # fmt: skip
+def test_money_text_is_the_decimal_text_of_the_units(units: int) -> None:
+    assert money_text(units) == f"{units_to_money(units):f}"
+
+
+def test_money_text_over_a_sweep() -> None:
+    for units in range(0, 3_000_000_000, 7_777_777):
+        assert money_text(units) == f"{units_to_money(units):f}", units

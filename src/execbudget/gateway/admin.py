@@ -30,7 +30,7 @@ from starlette.routing import Route
 
 from ..errors import ConfigurationError, LedgerUnavailable
 from ..ledger import HoldRecord, LineKey, LineState
-from ..units import LEDGER_DIMENSIONS, Dimension, dimension, parse_limit, units_to_money
+from ..units import LEDGER_DIMENSIONS, Dimension, dimension, money_text, parse_limit
 from ..windows import Window, window_id
 from .app import Gateway, request_error
 from .chain import GATEWAY_WINDOW, SENTINEL_LIMIT, RequestError
@@ -44,7 +44,7 @@ _SCOPE_KINDS = frozenset({"org", "team", "key", "workflow", "run", "model"})
 
 
 def _show(dim: str, units: int, currency: str) -> Any:
-    return f"{units_to_money(units):f}" if dim == Dimension.COST else units
+    return money_text(units) if dim == Dimension.COST else units
 
 
 def line_json(line: LineState, currency: str) -> dict[str, Any]:

@@ -22,6 +22,7 @@ same atomic step as the budget check.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import Final
@@ -72,8 +73,14 @@ class Chain:
     scopes: tuple[str, ...]
     org: str
 
-    def gateway_lines(self) -> list[LineRequest]:
-        return [gateway_line(scope) for scope in self.scopes]
+    def gateway_lines(self) -> tuple[LineRequest, ...]:
+        return _gateway_lines(self.scopes)
+
+
+@functools.lru_cache(maxsize=4096)
+def _gateway_lines(scopes: tuple[str, ...]) -> tuple[LineRequest, ...]:
+    """The gateway lines of a chain's scopes (the same few chains, request after request)."""
+    return tuple(gateway_line(scope) for scope in scopes)
 
 
 class ChainBuilder:

@@ -32,7 +32,7 @@ from typing import Any, Final
 from urllib.parse import quote
 
 import httpx2
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
@@ -50,7 +50,7 @@ from ..invocation.engine import (
     Started,
     StreamMeter,
 )
-from ..units import Dimension, units_to_money
+from ..units import Dimension, money_text
 from .admission import (
     CallRecord,
     LineBooks,
@@ -96,19 +96,27 @@ async def read_json(request: Request, limit: int) -> dict[str, Any]:
             raise RequestError(400, "Content-Length is not a number", code="bad_length") from None
         if size > limit:
             raise _too_large(limit)
+    # The ASGI messages themselves, not ``request.stream()``: an async generator costs
+    # more than the loop, and the body is read once, here.
     chunks: list[bytes] = []
     size = 0
-    try:
-        async for chunk in request.stream():
+    receive = request.receive
+    while True:
+        message = await receive()
+        kind = message["type"]
+        if kind == "http.disconnect":
+            raise RequestError(400, "the client closed the request body", code="body_incomplete")
+        if kind != "http.request":
+            continue
+        chunk = message.get("body", b"")
+        if chunk:
             size += len(chunk)
             if size > limit:
                 raise _too_large(limit)
             chunks.append(chunk)
-    except ClientDisconnect:
-        raise RequestError(
-            400, "the client closed the request body", code="body_incomplete"
-        ) from None
-    raw = b"".join(chunks)
+        if not message.get("more_body", False):
+            break
+    raw = chunks[0] if len(chunks) == 1 else b"".join(chunks)
     if not raw.strip():
         raise RequestError(400, "the request body is empty; send a JSON object", code="empty_body")
     try:
@@ -302,7 +310,7 @@ class Exchange:
 
 def _readable(units: Mapping[str, int], currency: str) -> dict[str, Any]:
     return {
-        dim: (f"{units_to_money(value):f} {currency}" if dim == Dimension.COST else value)
+        dim: (f"{money_text(value)} {currency}" if dim == Dimension.COST else value)
         for dim, value in units.items()
     }
 
@@ -346,9 +354,9 @@ def budget_headers(
         else:
             out["x-execbudget-hold"] = hold.rid
     if "cost" in record.held:
-        out["x-execbudget-held-cost"] = f"{units_to_money(record.held['cost']):f}"
+        out["x-execbudget-held-cost"] = money_text(record.held["cost"])
     if settled and record.charged is not None and "cost" in record.charged:
-        out["x-execbudget-charged-cost"] = f"{units_to_money(record.charged['cost']):f}"
+        out["x-execbudget-charged-cost"] = money_text(record.charged["cost"])
     if ex.sent_max is not None:
         out["x-execbudget-max-tokens"] = str(ex.sent_max)
     if ex.clamped_from is not None:
@@ -368,7 +376,7 @@ def budget_headers(
             if room >= 2**62:
                 continue
             room += returned.get(dim, 0)
-            value = f"{units_to_money(room):f}" if dim == Dimension.COST else str(room)
+            value = money_text(room) if dim == Dimension.COST else str(room)
             out[f"x-execbudget-remaining-{dim.replace('_', '-')}"] = value
             if dim == Dimension.COST or tightest is None:
                 tightest = scope
@@ -679,7 +687,7 @@ def _admitted(gateway: Gateway, ex: Exchange, admission_s: float) -> None:
     if hold is not None and not hold.degraded:
         metrics.admissions.labels(ex.route).inc()
         metrics.holds_in_flight.inc()
-        metrics.cost_held.inc(float(units_to_money(ex.record.held.get("cost", 0))))
+        metrics.cost_held.inc(ex.record.held.get("cost", 0) / 1e9)  # nano-units
     metrics.admission_latency.observe(admission_s)
 
 
@@ -690,7 +698,7 @@ def _settled(gateway: Gateway, ex: Exchange) -> None:
         return
     metrics = gateway.metrics
     metrics.holds_in_flight.dec()
-    metrics.cost_charged.inc(float(units_to_money(record.charged.get("cost", 0))))
+    metrics.cost_charged.inc(record.charged.get("cost", 0) / 1e9)
     if record.overrun:
         metrics.overruns.inc()
 
@@ -867,7 +875,7 @@ def _line_json(book: LineBooks, currency: str) -> dict[str, Any]:
     key = book.line.key
 
     def show(units: int) -> Any:
-        return f"{units_to_money(units):f}" if key.dimension == Dimension.COST else units
+        return money_text(units) if key.dimension == Dimension.COST else units
 
     return {
         "scope": key.scope,

@@ -181,6 +181,8 @@ class _Tally:
 
 
 def _items(value: Any, what: str) -> Sequence[Any]:
+    if type(value) is list:  # JSON's case: skip the ABC checks
+        return value
     if value is None:
         return ()
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
@@ -189,6 +191,8 @@ def _items(value: Any, what: str) -> Sequence[Any]:
 
 
 def _mapping(value: Any, what: str) -> Mapping[str, Any]:
+    if type(value) is dict:
+        return value
     if not isinstance(value, Mapping):
         raise ConfigurationError(f"{what} must be a mapping, got {type(value).__name__}")
     return value
