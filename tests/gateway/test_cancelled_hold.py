@@ -11,10 +11,11 @@ from typing import Any
 import pytest
 
 from execbudget.enforcer import Enforcer
+from execbudget.gateway import admission
 from execbudget.gateway.admission import settlements, try_hold
-from execbudget.gateway.chain import ChainBuilder
+from execbudget.gateway.chain import GATEWAY_WINDOW, ChainBuilder
 from execbudget.gateway.keys import KeyRecord, hash_key
-from execbudget.ledger import AsyncLedger, MemoryStorage
+from execbudget.ledger import AsyncLedger, LineKey, MemoryStorage
 from execbudget.ledger._ledger import ThreadedStorage
 
 POLICY = {"scopes": [{"match": "org:acme", "limits": {"cost": "1 USD"}}]}
@@ -25,7 +26,7 @@ class _FirstReserveStalls:
     """Delegates to ``inner``; the first reserve stalls before (or after) it lands."""
 
     scheme = "memory"
-    base_exceptions: tuple[type[BaseException], ...] = ()
+    base_exceptions: tuple[type[BaseException], ...] = (ConnectionError,)
 
     def __init__(self, inner: Any, *, lands_first: bool) -> None:
         self._inner = inner
@@ -34,10 +35,14 @@ class _FirstReserveStalls:
         self.go = asyncio.Event()
         self.original: asyncio.Future[Any] | None = None
         self.calls = 0
+        self.fail_next = 0  # reserves after the first that fail like an unreachable server
 
     async def reserve(self, *args: Any, **kwargs: Any) -> Any:
         self.calls += 1
         if self.calls > 1:
+            if self.fail_next:
+                self.fail_next -= 1
+                raise ConnectionError("server went away")
             return await self._inner.reserve(*args, **kwargs)
         if self.lands_first:  # the command landed; its reply never comes back
             await self._inner.reserve(*args, **kwargs)
@@ -89,3 +94,39 @@ async def test_a_cancelled_reserve_holds_nothing(lands_first: bool) -> None:
     # and the budget is whole: the next call can hold all of it
     request_2 = await try_hold(enforcer, chain, {"cost": "1 USD"}, 30.0)
     assert request_2[0].hold is not None
+
+
+async def test_a_kill_switch_thrown_meanwhile_does_not_stop_the_undo() -> None:
+    """Killed and revived between the cancel and the original's landing: still no hold."""
+    memory = MemoryStorage()
+    storage = _FirstReserveStalls(ThreadedStorage(memory), lands_first=False)
+    ledger = AsyncLedger(storage)  # type: ignore[arg-type]
+    enforcer = Enforcer(POLICY, ledger)
+    chain = ChainBuilder(enforcer).build(KEY, "gpt-4o-mini")
+    request = asyncio.ensure_future(try_hold(enforcer, chain, {"cost": "0.4 USD"}, 30.0))
+    await storage.entered.wait()
+    killed = [LineKey(scope, GATEWAY_WINDOW, "calls") for scope in chain.scopes]
+    for key in killed:
+        memory.block(key, "killed")
+    request.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await request
+    assert await settlements(ledger).wait(5.0)
+    for key in killed:
+        memory.block(key, None)
+    storage.go.set()
+    assert storage.original is not None
+    assert (await storage.original).status == "settled"
+    assert memory.holds() == []
+
+
+async def test_an_unreachable_ledger_delays_the_undo_but_it_lands(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(admission, "SETTLE_RETRIES_S", (0.01, 0.01, 0.01))
+    memory = MemoryStorage()
+    storage = _FirstReserveStalls(ThreadedStorage(memory), lands_first=True)
+    storage.fail_next = 2  # the undo's first two reserves find the ledger down
+    await _cancel_mid_reserve(storage)
+    assert memory.holds() == []
+    assert storage.fail_next == 0

@@ -86,6 +86,21 @@ async def test_async_lost_connection_is_replaced(prefix: str) -> None:
         await ledger.aclose()
 
 
+async def test_a_caller_cancelled_while_it_connects_does_not_disable_it(prefix: str) -> None:
+    """The first caller opens the connection; cancelled meanwhile, the next caller opens it."""
+    ledger = AsyncLedger.from_url(url_with(REDIS_URL, prefix=prefix))
+    try:
+        first = asyncio.ensure_future(ledger.try_reserve([LineRequest(KEY, 100, 1)]))
+        await asyncio.sleep(0)  # it is connecting now
+        first.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        await ledger.try_reserve([LineRequest(KEY, 100, 1)])
+        assert isinstance(_lean(ledger.storage), AsyncLean)
+    finally:
+        await ledger.aclose()
+
+
 @pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
 def test_the_connection_is_used_and_kept_on_either_event_loop(prefix: str, loop: str) -> None:
     """The gateway runs on uvloop, whose transports are not asyncio.Transport subclasses."""

@@ -44,10 +44,10 @@ from ..invocation.engine import (
     call_procedure,
     shielded,
 )
-from ..ledger import AsyncLedger, LineRequest, LineState, ReserveStatus, new_rid
+from ..ledger import AsyncLedger, LineKey, LineRequest, LineState, ReserveStatus, new_rid
 from ..scopes import Frame, plan_lines
 from ..units import LEDGER_DIMENSIONS
-from .chain import Chain, gateway_line
+from .chain import GATEWAY_WINDOW, SENTINEL_LIMIT, Chain
 
 __all__ = [
     "CallRecord",
@@ -236,7 +236,7 @@ async def try_hold(
     except LedgerUnavailable as exc:
         return enforcer.unavailable(exc, units, False), None  # raises unless failure_mode: open
     except asyncio.CancelledError:
-        settlements(ledger).start(_undo_reserve(ledger, rid, chain, ttl_s))
+        settlements(ledger).start(_undo_reserve(ledger, rid, ttl_s))
         raise
     denial = outcome.denial
     if denial is not None and denial.reason == "killed":
@@ -244,25 +244,38 @@ async def try_hold(
     return enforcer.granted(rid, outcome, lines, units, False), outcome.books
 
 
-async def _undo_reserve(ledger: AsyncLedger, rid: str, chain: Chain, ttl_s: float) -> None:
+#: The line a cancelled request's undo reserves on: one nothing blocks or limits (a kill
+#: switch blocks the chain's own gateway lines, and could refuse the undo).
+UNDO_LINE: Final = LineRequest(LineKey("gateway:undo", GATEWAY_WINDOW, "calls"), SENTINEL_LIMIT, 0)
+
+
+async def _undo_reserve(ledger: AsyncLedger, rid: str, ttl_s: float) -> None:
     """
     Make sure the reserve ``rid`` of a cancelled request holds nothing, whenever it lands.
 
     Its command may have landed, may still be on its way (on another connection than
     this undo's), or may never land. So the undo first reserves ``rid`` itself, for
-    nothing on one gateway line: if the original got there first this finds it held
+    nothing on ``UNDO_LINE``: if the original got there first this finds it held
     (``DUP``); if not, the rid now exists and the original, arriving later, is a retry
     of a known rid that changes nothing. Releasing ``rid`` then frees whatever it holds.
-    Only a kill switch thrown on the key in between can refuse the undo's reserve; the
-    original then meets the same switch, or its TTL frees it.
+    Every backend looks the rid up before it checks a line, so this holds on each. An
+    unreachable ledger is retried on the settlements' schedule (shutdown shortens it).
     """
-    marker = gateway_line(chain.scopes[-1], amount=0)
-    try:
-        _, outcome = await ledger.try_reserve([marker], rid=rid, ttl_s=ttl_s)
-        if outcome.status in (ReserveStatus.OK, ReserveStatus.DUP):
-            await ledger.release(rid)
-    except Exception as exc:  # the TTL frees it
-        log.warning("could not undo the reserve %s of a cancelled request: %s", rid, exc)
+    closing = settlements(ledger).closing
+    for delay in (0.0, *SETTLE_RETRIES_S):
+        if delay and not closing.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(closing.wait(), delay)
+        elif delay:
+            await asyncio.sleep(min(delay, SHUTDOWN_RETRY_S))
+        try:
+            _, outcome = await ledger.try_reserve([UNDO_LINE], rid=rid, ttl_s=ttl_s)
+            if outcome.status in (ReserveStatus.OK, ReserveStatus.DUP):
+                await ledger.release(rid)
+            return
+        except LedgerUnavailable:
+            continue
+    log.error("could not undo the reserve %s of a cancelled request; its TTL frees it", rid)
 
 
 # -- the driver --------------------------------------------------------------------------

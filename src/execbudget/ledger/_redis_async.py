@@ -239,6 +239,9 @@ class AsyncRedisStorage:
             self._spare_made = False
             self._spare_retry_at = time.monotonic() + _SPARE_RETRY_S
             return None
+        except BaseException:  # cancelled or interrupted while connecting: the next caller makes it
+            self._spare_made = False
+            raise
         return self._lean
 
     def _drop_spare(self, conn: AsyncLean) -> None:
