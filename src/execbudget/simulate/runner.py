@@ -9,6 +9,7 @@ one's lines, whatever ledger it is given.
 
 from __future__ import annotations
 
+import gc
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -113,5 +114,9 @@ def simulate(
                 results.append(_RUNNERS[pattern](harness, small))
             finally:
                 harness.close_clients()
+                # The pattern's cyclic garbage (SDK clients, their connections, the
+                # tracebacks of the exceptions that stopped it) is finalised here, in this
+                # thread, not inside the next pattern's worker threads.
+                gc.collect()
         harness.close()
     return Simulation(results, ledger, time.perf_counter() - started, small)
