@@ -79,7 +79,9 @@ DENIAL_TYPES: Final[dict[str, type[BudgetExceeded]]] = {
     Dimension.TIME: DeadlineExceeded,
 }
 
-NANO: Final = Decimal(1_000_000_000)
+#: Ledger units per unit of money (a nano-unit is the ledger's money integer).
+UNITS_PER_MONEY: Final = 1_000_000_000
+NANO: Final = Decimal(UNITS_PER_MONEY)
 _MAX_UNITS: Final = 2**62  # ledgers store signed 64-bit integers; leave headroom for sums
 
 
@@ -123,7 +125,7 @@ def money_text(units: int) -> str:
     """
     if units < 0:
         return "-" + money_text(-units)
-    whole, nanos = divmod(units, 1_000_000_000)
+    whole, nanos = divmod(units, UNITS_PER_MONEY)
     if not nanos:
         return str(whole)
     return f"{whole}.{nanos:09d}".rstrip("0")

@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import logging
 import weakref
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -261,13 +261,7 @@ async def _undo_reserve(ledger: AsyncLedger, rid: str, ttl_s: float) -> None:
     Every backend looks the rid up before it checks a line, so this holds on each. An
     unreachable ledger is retried on the settlements' schedule (shutdown shortens it).
     """
-    closing = settlements(ledger).closing
-    for delay in (0.0, *SETTLE_RETRIES_S):
-        if delay and not closing.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(closing.wait(), delay)
-        elif delay:
-            await asyncio.sleep(min(delay, SHUTDOWN_RETRY_S))
+    async for _ in _attempts(ledger, (0.0, *SETTLE_RETRIES_S)):
         try:
             _, outcome = await ledger.try_reserve([UNDO_LINE], rid=rid, ttl_s=ttl_s)
             if outcome.status in (ReserveStatus.OK, ReserveStatus.DUP):
@@ -454,20 +448,30 @@ async def settle_hold(
         return False
 
 
+async def _attempts(ledger: AsyncLedger, delays: Sequence[float]) -> AsyncIterator[None]:
+    """
+    Yield before each attempt of a background ledger write, after waiting out its delay
+    (0: at once). A shutdown cuts the waits short: one attempt at once, the rest
+    ``SHUTDOWN_RETRY_S`` apart, so they end within the shutdown's grace.
+    """
+    closing = settlements(ledger).closing
+    tried_at_close = False
+    for delay in delays:
+        if not closing.is_set():
+            if delay:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(closing.wait(), delay)
+        elif tried_at_close:
+            await asyncio.sleep(min(delay, SHUTDOWN_RETRY_S))
+        tried_at_close = closing.is_set()
+        yield
+
+
 async def _retry_settle(
     enforcer: Enforcer, rid: str, units: Mapping[str, int] | None, release: bool
 ) -> None:
     ledger = enforcer.aledger
-    closing = settlements(ledger).closing
-    tried_at_close = False
-    for delay in SETTLE_RETRIES_S:
-        # a shutdown cuts the wait short: one attempt at once, the rest SHUTDOWN_RETRY_S apart
-        if not closing.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(closing.wait(), delay)
-        elif tried_at_close:
-            await asyncio.sleep(min(delay, SHUTDOWN_RETRY_S))
-        tried_at_close = closing.is_set()
+    async for _ in _attempts(ledger, SETTLE_RETRIES_S):
         try:
             await (ledger.release(rid) if release else ledger.commit(rid, units))
             return

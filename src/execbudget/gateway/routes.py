@@ -50,7 +50,7 @@ from ..invocation.engine import (
     Started,
     StreamMeter,
 )
-from ..units import Dimension, money_text
+from ..units import UNITS_PER_MONEY, Dimension, money_text
 from .admission import (
     CallRecord,
     LineBooks,
@@ -687,7 +687,7 @@ def _admitted(gateway: Gateway, ex: Exchange, admission_s: float) -> None:
     if hold is not None and not hold.degraded:
         metrics.admissions.labels(ex.route).inc()
         metrics.holds_in_flight.inc()
-        metrics.cost_held.inc(ex.record.held.get("cost", 0) / 1e9)  # nano-units
+        metrics.cost_held.inc(ex.record.held.get("cost", 0) / UNITS_PER_MONEY)
     metrics.admission_latency.observe(admission_s)
 
 
@@ -698,7 +698,7 @@ def _settled(gateway: Gateway, ex: Exchange) -> None:
         return
     metrics = gateway.metrics
     metrics.holds_in_flight.dec()
-    metrics.cost_charged.inc(record.charged.get("cost", 0) / 1e9)
+    metrics.cost_charged.inc(record.charged.get("cost", 0) / UNITS_PER_MONEY)
     if record.overrun:
         metrics.overruns.inc()
 

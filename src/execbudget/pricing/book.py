@@ -26,7 +26,7 @@ from fractions import Fraction
 from typing import Final, Literal
 
 from ..errors import ConfigurationError, UnpricedModelError
-from ..units import _MAX_UNITS, check_units, money_to_units
+from ..units import _MAX_UNITS, UNITS_PER_MONEY, check_units, money_to_units
 from . import catalog
 from .rates import PER_MTOK, ModelPrice, PriceTier
 from .usage import Usage
@@ -426,7 +426,7 @@ def _unit_levels(price: ModelPrice) -> tuple[_UnitLevel, ...] | None:
         return entry[1]
     levels: list[_UnitLevel] | None = []
     try:
-        fee = Fraction(price.per_request) * 1_000_000_000
+        fee = Fraction(price.per_request) * UNITS_PER_MONEY
         for threshold, _, _, billed in _levels(price):
             # a rate per million tokens, in nano-units per token: rate * 1e9 / 1e6
             rates = [Fraction(rate) * 1000 for rate in billed] + [fee]
