@@ -12,6 +12,7 @@ instead of raising. Sync and async share every step but the ledger call itself.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -190,6 +191,9 @@ class Enforcer:
         self.clock = clock or SYSTEM_CLOCK
         self._ledger: Ledger | None = ledger if isinstance(ledger, Ledger) else None
         self._aledger: AsyncLedger | None = ledger if isinstance(ledger, AsyncLedger) else None
+        # Opening a ledger on first use is guarded: threads racing to it would each open
+        # their own (on memory://, separate books: a budget each).
+        self._opening = threading.Lock()
         if ledger is not None and not isinstance(ledger, Ledger | AsyncLedger | str):
             raise ConfigurationError(f"ledger must be a Ledger, AsyncLedger or URL, got {ledger!r}")
         self.ledger_url = ledger if isinstance(ledger, str) else None
@@ -201,27 +205,40 @@ class Enforcer:
     @property
     def ledger(self) -> Ledger:
         """The sync ledger (opened on first use)."""
-        if self._ledger is None:
-            if self._aledger is not None:
-                raise ConfigurationError(
-                    "this Enforcer was given an AsyncLedger; use the async API (ahold, "
-                    "acharge, async with) or give it a ledger URL"
-                )
-            self._ledger = Ledger.from_url(self.ledger_url or DEFAULT_URL, clock=self.clock)
-            self._ledger.currency = self.policy.currency
-        return self._ledger
+        ledger = self._ledger
+        if ledger is None:
+            with self._opening:
+                ledger = self._ledger
+                if ledger is None:
+                    if self._aledger is not None:
+                        raise ConfigurationError(
+                            "this Enforcer was given an AsyncLedger; use the async API "
+                            "(ahold, acharge, async with) or give it a ledger URL"
+                        )
+                    url = self.ledger_url or DEFAULT_URL
+                    ledger = Ledger.from_url(url, clock=self.clock)
+                    ledger.currency = self.policy.currency
+                    self._ledger = ledger
+        return ledger
 
     @property
     def aledger(self) -> AsyncLedger:
         """The async ledger: the same store as ``ledger`` where the backend is in-process."""
-        if self._aledger is None:
+        aledger = self._aledger
+        if aledger is None:
             url = self.ledger_url or DEFAULT_URL
-            if self._ledger is not None or url.startswith(("memory:", "sqlite:")):
-                self._aledger = AsyncLedger(self.ledger.storage, url=self.ledger.url)
-            else:
-                self._aledger = AsyncLedger.from_url(url, clock=self._server_clock())
-            self._aledger.currency = self.policy.currency
-        return self._aledger
+            shared = self._ledger is not None or url.startswith(("memory:", "sqlite:"))
+            sync = self.ledger if shared else None  # opened first: it takes the lock too
+            with self._opening:
+                aledger = self._aledger
+                if aledger is None:
+                    if sync is not None:
+                        aledger = AsyncLedger(sync.storage, url=sync.url)
+                    else:
+                        aledger = AsyncLedger.from_url(url, clock=self._server_clock())
+                    aledger.currency = self.policy.currency
+                    self._aledger = aledger
+        return aledger
 
     def _server_clock(self) -> Clock | None:
         return None if self.clock is SYSTEM_CLOCK else self.clock

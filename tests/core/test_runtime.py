@@ -319,3 +319,36 @@ def test_ledger_errors_never_show_a_password() -> None:
     with pytest.raises(LedgerUnavailable) as info:
         ledger.lines()
     assert "s3cret" not in str(info.value)
+
+
+def test_threads_racing_to_the_first_use_share_one_ledger(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On memory:// a ledger per racing thread would be a budget per thread."""
+    import time
+
+    import execbudget.enforcer as enforcer_module
+
+    opened = enforcer_module.Ledger.from_url
+
+    def slow_open(*args: Any, **kwargs: Any) -> Any:
+        time.sleep(0.02)  # widen the window between the check and the assignment
+        return opened(*args, **kwargs)
+
+    monkeypatch.setattr(enforcer_module.Ledger, "from_url", slow_open)
+    enforcer = Enforcer(POLICY, "memory://")
+    start = threading.Barrier(8)
+    ledgers: list[int] = []
+    aledgers: list[int] = []
+
+    def first_use() -> None:
+        start.wait()
+        ledgers.append(id(enforcer.ledger))
+        aledgers.append(id(enforcer.aledger))
+
+    with ThreadPoolExecutor(8) as pool:
+        for future in [pool.submit(first_use) for _ in range(8)]:
+            future.result()
+    assert len(set(ledgers)) == 1 and len(set(aledgers)) == 1
+    with enforcer.scope("org", "acme"):
+        enforcer.charge({"cost": "0.25 USD"})
+    (line,) = [s for s in enforcer.ledger.lines("org:acme") if s.key.dimension == "cost"]
+    assert line.spent == 250_000_000  # the one ledger every thread saw has the charge

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -60,3 +62,31 @@ def test_bad_options_are_refused_before_any_file_is_made(
     with pytest.raises(ConfigurationError, match=says.replace("(", r"\(").replace(".", r"\.")):
         Ledger.from_url(f"sqlite:///{tmp_path}/never.db?{query}")
     assert not (tmp_path / "never.db").exists()
+
+
+def _open_at_once(url: str, start: Any, opened: list[Ledger], errors: list[BaseException]) -> None:
+    start.wait()
+    try:
+        opened.append(Ledger.from_url(url))
+    except BaseException as exc:
+        errors.append(exc)
+
+
+def test_threads_opening_one_fresh_file_at_once_all_get_it(tmp_path: Path) -> None:
+    """SQLite can refuse the WAL switch 'locked' without its busy handler; it is retried."""
+    for trial in range(40):
+        url = f"sqlite:///{tmp_path}/fresh{trial}.db"
+        start = threading.Barrier(8)
+        errors: list[BaseException] = []
+        opened: list[Ledger] = []
+        threads = [
+            threading.Thread(target=_open_at_once, args=(url, start, opened, errors))
+            for _ in range(8)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        for ledger in opened:
+            ledger.close()
+        assert errors == [], (trial, errors[:1])

